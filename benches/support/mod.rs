@@ -1,0 +1,119 @@
+//! Shared bench support: an allocation-counting global allocator, a quiet criterion config,
+//! and a driver that runs the same call loop on several threads at once.
+//!
+//! Include it from a bench with `mod support;` and register the allocator there:
+//! `#[global_allocator] static ALLOC: support::CountingAlloc = support::CountingAlloc;`
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The system allocator, counting allocations (not frees).
+pub struct CountingAlloc;
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// `GlobalAlloc` contract holds exactly as it does for `System`; the counter is a relaxed atomic
+// increment, which neither allocates nor touches the memory handed out.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+/// Allocations made so far by the whole process.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// Runs `calls` iterations of `one_call` on a current-thread runtime (inside
+/// `tokio::task::unconstrained`) and returns the allocations per call, as a fraction.
+pub fn allocations_per_call<F, Fut>(calls: u64, mut one_call: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let rt = runtime();
+    rt.block_on(tokio::task::unconstrained(async {
+        // Warm up: lazily built state (a key's entry, a thread-local) is not a per-call cost.
+        for _ in 0..1_000 {
+            one_call().await;
+        }
+        let before = allocations();
+        for _ in 0..calls {
+            one_call().await;
+        }
+        (allocations() - before) as f64 / calls as f64
+    }))
+}
+
+/// A current-thread runtime with time enabled, as a bench thread uses.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Criterion settings that keep a full `cargo bench` run short on a 2-core machine.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+        .noise_threshold(0.05)
+}
+
+/// Runs `iters` calls on each of `threads` threads at once, each thread on its own
+/// current-thread runtime inside `tokio::task::unconstrained`, and returns the wall time from
+/// the moment all threads start to the moment the last one ends.
+///
+/// `make_loop(thread_index, iters)` builds the future one thread runs; it should make `iters`
+/// calls. Use with `Bencher::iter_custom` and `Throughput::Elements(threads)`: criterion's
+/// elements per second is then the combined throughput, and the ratio of the two-thread figure
+/// to the one-thread figure is the scaling.
+pub fn run_on_threads<F, Fut>(threads: usize, iters: u64, make_loop: F) -> Duration
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()>,
+{
+    let make_loop = Arc::new(make_loop);
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let make_loop = Arc::clone(&make_loop);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let rt = runtime();
+                let fut = make_loop(i, iters);
+                barrier.wait();
+                rt.block_on(tokio::task::unconstrained(fut));
+                Instant::now()
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let end = handles
+        .into_iter()
+        .map(|h| h.join().expect("bench thread"))
+        .max()
+        .expect("at least one thread");
+    end - start
+}

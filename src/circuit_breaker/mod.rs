@@ -1,0 +1,1 @@
+//! circuit_breaker: under construction.

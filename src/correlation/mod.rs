@@ -1,0 +1,1 @@
+//! correlation: under construction.

@@ -1,0 +1,345 @@
+//! Rejection types, the lookup that finds them in any error, and [`ConfigError`].
+//!
+//! Every seawall layer has `tower::BoxError` as its error type. When a layer refuses a call
+//! itself, the error is one of the small structs here ([`CircuitOpen`], [`BulkheadFull`],
+//! [`RateLimited`]); errors of the inner service pass through unchanged. Find a rejection with
+//! `downcast_ref`, or with [`Rejection::find`], which also looks through wrapping errors'
+//! [`source`](std::error::Error::source) chains and tells when the call may be tried again.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::error::{CircuitOpen, Rejection};
+//! use tower::BoxError;
+//!
+//! let err: BoxError = CircuitOpen::new(Some(Duration::from_secs(5))).into();
+//! let rejection = Rejection::find(&*err).expect("a seawall rejection");
+//! assert!(matches!(rejection, Rejection::CircuitOpen(_)));
+//! assert_eq!(rejection.retry_after(), Some(Duration::from_secs(5)));
+//! assert!(err.downcast_ref::<CircuitOpen>().is_some());
+//! ```
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// The circuit is open: the call was not made.
+///
+/// `retry_after` is how long until the breaker lets a probe through, when that is known (it is
+/// not when the breaker was forced open by hand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitOpen {
+    retry_after: Option<Duration>,
+}
+
+impl CircuitOpen {
+    /// A rejection that may be retried after `retry_after`, if known.
+    pub const fn new(retry_after: Option<Duration>) -> Self {
+        Self { retry_after }
+    }
+
+    /// How long until the breaker half-opens, if known.
+    pub const fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.retry_after {
+            Some(d) => write!(f, "circuit open; retry after {d:?}"),
+            None => f.write_str("circuit open"),
+        }
+    }
+}
+
+impl StdError for CircuitOpen {}
+
+/// The bulkhead is full: the call was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkheadFull {
+    retry_after: Option<Duration>,
+}
+
+impl BulkheadFull {
+    /// A rejection that may be retried after `retry_after`, if a sensible value is known.
+    pub const fn new(retry_after: Option<Duration>) -> Self {
+        Self { retry_after }
+    }
+
+    /// A sensible time to wait before trying again, if known.
+    pub const fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for BulkheadFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.retry_after {
+            Some(d) => write!(f, "bulkhead full; retry after {d:?}"),
+            None => f.write_str("bulkhead full"),
+        }
+    }
+}
+
+impl StdError for BulkheadFull {}
+
+/// The rate limit is reached: the call was not made, and no quota was spent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    retry_after: Duration,
+}
+
+impl RateLimited {
+    /// A rejection that may be retried after `retry_after`.
+    pub const fn new(retry_after: Duration) -> Self {
+        Self { retry_after }
+    }
+
+    /// How long until the limiter admits a call of this kind again.
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limited; retry after {:?}", self.retry_after)
+    }
+}
+
+impl StdError for RateLimited {}
+
+/// Which seawall rejection an error is, found by [`Rejection::find`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection<'a> {
+    /// A circuit breaker refused the call.
+    CircuitOpen(&'a CircuitOpen),
+    /// A bulkhead refused the call.
+    BulkheadFull(&'a BulkheadFull),
+    /// A rate limiter refused the call.
+    RateLimited(&'a RateLimited),
+}
+
+impl<'a> Rejection<'a> {
+    /// Finds a seawall rejection in `err` or anywhere in its chain of
+    /// [`source`](std::error::Error::source)s (so rejections wrapped by, say, tower's `Buffer`
+    /// are found too). `None` when the error is not a rejection: the inner service failed.
+    pub fn find(err: &'a (dyn StdError + 'static)) -> Option<Self> {
+        let mut next: Option<&'a (dyn StdError + 'static)> = Some(err);
+        while let Some(e) = next {
+            if let Some(r) = e.downcast_ref::<CircuitOpen>() {
+                return Some(Rejection::CircuitOpen(r));
+            }
+            if let Some(r) = e.downcast_ref::<BulkheadFull>() {
+                return Some(Rejection::BulkheadFull(r));
+            }
+            if let Some(r) = e.downcast_ref::<RateLimited>() {
+                return Some(Rejection::RateLimited(r));
+            }
+            next = e.source();
+        }
+        None
+    }
+
+    /// When the call may be tried again, where the rejecting layer knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Rejection::CircuitOpen(r) => r.retry_after(),
+            Rejection::BulkheadFull(r) => r.retry_after(),
+            Rejection::RateLimited(r) => Some(r.retry_after()),
+        }
+    }
+
+    /// The rejecting layer's name, as used in `tracing` targets (`seawall::<layer>`).
+    pub fn layer(&self) -> &'static str {
+        match self {
+            Rejection::CircuitOpen(_) => "circuit_breaker",
+            Rejection::BulkheadFull(_) => "bulkhead",
+            Rejection::RateLimited(_) => "rate_limit",
+        }
+    }
+}
+
+/// A builder was given a value outside what the layer can work with.
+///
+/// The message names the layer, the field, the value given and what is allowed:
+///
+/// ```
+/// use seawall::error::ConfigError;
+/// # fn main() {
+/// let err = ConfigError::new("circuit_breaker", "failure_rate_threshold", 1.5, "0.0 < x <= 1.0");
+/// assert_eq!(err.field(), "failure_rate_threshold");
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid circuit_breaker config: `failure_rate_threshold` = 1.5; allowed: 0.0 < x <= 1.0"
+/// );
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {layer} config: `{field}` = {value}; allowed: {allowed}")]
+pub struct ConfigError {
+    layer: &'static str,
+    field: &'static str,
+    value: String,
+    allowed: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// A `field` of `layer`'s config was given `value`, outside what is `allowed`.
+    pub fn new(
+        layer: &'static str,
+        field: &'static str,
+        value: impl fmt::Debug,
+        allowed: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            layer,
+            field,
+            value: format!("{value:?}"),
+            allowed: allowed.into(),
+        }
+    }
+
+    /// The layer whose config was rejected, such as `"circuit_breaker"`.
+    pub fn layer(&self) -> &'static str {
+        self.layer
+    }
+
+    /// The field that was rejected, named as the builder method that sets it.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// The rejected value, as written by `Debug`.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// What the field allows.
+    pub fn allowed(&self) -> &str {
+        &self.allowed
+    }
+}
+
+/// Validation helpers shared by the builders.
+#[allow(dead_code)]
+pub(crate) mod check {
+    use super::ConfigError;
+    use std::time::Duration;
+
+    /// `value` must be at least 1.
+    pub(crate) fn nonzero(
+        layer: &'static str,
+        field: &'static str,
+        value: u64,
+    ) -> Result<(), ConfigError> {
+        if value == 0 {
+            return Err(ConfigError::new(layer, field, value, ">= 1"));
+        }
+        Ok(())
+    }
+
+    /// `value` must be a positive duration.
+    pub(crate) fn positive(
+        layer: &'static str,
+        field: &'static str,
+        value: Duration,
+    ) -> Result<(), ConfigError> {
+        if value.is_zero() {
+            return Err(ConfigError::new(layer, field, value, "> 0s"));
+        }
+        Ok(())
+    }
+
+    /// `value` must be a ratio in `0.0 < value <= 1.0` (NaN is rejected).
+    pub(crate) fn ratio(
+        layer: &'static str,
+        field: &'static str,
+        value: f64,
+    ) -> Result<(), ConfigError> {
+        if !(value > 0.0 && value <= 1.0) {
+            return Err(ConfigError::new(layer, field, value, "0.0 < x <= 1.0"));
+        }
+        Ok(())
+    }
+
+    /// `low` must not exceed `high`.
+    pub(crate) fn ordered<T: PartialOrd + std::fmt::Debug>(
+        layer: &'static str,
+        low_field: &'static str,
+        low: T,
+        high_field: &'static str,
+        high: T,
+    ) -> Result<(), ConfigError> {
+        if low > high {
+            return Err(ConfigError::new(
+                layer,
+                high_field,
+                &high,
+                format!(">= `{low_field}` ({low:?})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::BoxError;
+
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn find_looks_through_source_chain() {
+        let err: BoxError = Wrapper(RateLimited::new(Duration::from_millis(250)).into()).into();
+        let r = Rejection::find(&*err).unwrap();
+        assert_eq!(r.retry_after(), Some(Duration::from_millis(250)));
+        assert_eq!(r.layer(), "rate_limit");
+    }
+
+    #[test]
+    fn find_returns_none_for_inner_errors() {
+        let err: BoxError = "boom".into();
+        assert!(Rejection::find(&*err).is_none());
+    }
+
+    #[test]
+    fn ratio_check_rejects_nan_zero_and_above_one() {
+        for bad in [f64::NAN, 0.0, -0.1, 1.0001, f64::INFINITY] {
+            let e = check::ratio("x", "threshold", bad).unwrap_err();
+            assert_eq!(e.field(), "threshold");
+        }
+        check::ratio("x", "threshold", 1.0).unwrap();
+        check::ratio("x", "threshold", 0.01).unwrap();
+    }
+
+    #[test]
+    fn ordered_names_the_upper_field() {
+        let e = check::ordered(
+            "retry",
+            "initial_delay",
+            Duration::from_secs(2),
+            "max_delay",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "max_delay");
+        assert_eq!(e.allowed(), ">= `initial_delay` (2s)");
+    }
+}
