@@ -46,6 +46,8 @@
 
 pub mod classify;
 pub mod error;
+pub mod fallback;
+pub mod health;
 
 #[cfg(feature = "http")]
 pub mod http;
