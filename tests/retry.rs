@@ -77,7 +77,10 @@ async fn delays_for(jitter: Jitter, seed: u64) -> Vec<Duration> {
     assert_eq!(log.count(), 6);
     let delays = seen.lock().unwrap().clone();
     for (gap, delay) in log.gaps().iter().zip(&delays) {
-        assert!(*gap >= *delay && *gap - *delay < Duration::from_millis(1), "{gap:?} vs {delay:?}");
+        assert!(
+            *gap >= *delay && *gap - *delay < Duration::from_millis(1),
+            "{gap:?} vs {delay:?}"
+        );
     }
     delays
 }
@@ -93,8 +96,16 @@ async fn no_jitter_delays_are_exact_exponential_capped_at_max_delay() {
 #[tokio::test(start_paused = true)]
 async fn full_jitter_delays_are_exact_under_a_seed_and_within_zero_to_exp() {
     let d = delays_for(Jitter::Full, 42).await;
-    assert_eq!(d, delays_for(Jitter::Full, 42).await, "same seed, same delays");
-    assert_ne!(d, delays_for(Jitter::Full, 43).await, "another seed, other delays");
+    assert_eq!(
+        d,
+        delays_for(Jitter::Full, 42).await,
+        "same seed, same delays"
+    );
+    assert_ne!(
+        d,
+        delays_for(Jitter::Full, 43).await,
+        "another seed, other delays"
+    );
     let exp = ms(&[100, 200, 400, 800, 1000]);
     for (got, cap) in d.iter().zip(&exp) {
         assert!(got <= cap, "{got:?} > {cap:?}");
@@ -108,7 +119,11 @@ async fn equal_jitter_delays_are_exact_under_a_seed_and_within_half_to_exp() {
     assert_eq!(d, delays_for(Jitter::Equal, 42).await);
     let exp = ms(&[100, 200, 400, 800, 1000]);
     for (got, cap) in d.iter().zip(&exp) {
-        assert!(*got >= *cap / 2 && got <= cap, "{got:?} not in [{:?}, {cap:?}]", *cap / 2);
+        assert!(
+            *got >= *cap / 2 && got <= cap,
+            "{got:?} not in [{:?}, {cap:?}]",
+            *cap / 2
+        );
     }
     assert_eq!(d, EQUAL_42.map(Duration::from_nanos).to_vec());
 }
@@ -120,7 +135,10 @@ async fn decorrelated_jitter_delays_are_exact_under_a_seed_and_within_base_to_3x
     let mut previous = Duration::from_millis(100);
     for got in &d {
         assert!(*got >= Duration::from_millis(100), "{got:?} below base");
-        assert!(*got <= (previous * 3).min(Duration::from_secs(1)), "{got:?}");
+        assert!(
+            *got <= (previous * 3).min(Duration::from_secs(1)),
+            "{got:?}"
+        );
         previous = *got;
     }
     assert_eq!(d, DECORRELATED_42.map(Duration::from_nanos).to_vec());
@@ -382,7 +400,11 @@ async fn no_retry_starts_after_the_deadline() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "refused", "the last error, not swallowed");
-    assert_eq!(log.count(), 3, "attempts at 0 s, 1 s, 2 s; 3 s is past 2.5 s");
+    assert_eq!(
+        log.count(),
+        3,
+        "attempts at 0 s, 1 s, 2 s; 3 s is past 2.5 s"
+    );
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
@@ -510,7 +532,10 @@ impl Service<()> for NeverReady {
     type Response = ();
     type Error = BoxError;
     type Future = std::future::Ready<Result<(), BoxError>>;
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
         std::task::Poll::Ready(Err("not ready".into()))
     }
     fn call(&mut self, _: ()) -> Self::Future {
@@ -528,9 +553,18 @@ async fn readiness_errors_pass_through() {
 #[test]
 fn bad_configuration_is_an_error_naming_the_field() {
     let field = |r: Result<RetryLayer, seawall::ConfigError>| r.unwrap_err().field();
-    assert_eq!(field(RetryLayer::builder().max_attempts(0).build()), "max_attempts");
-    assert_eq!(field(RetryLayer::builder().multiplier(f64::NAN).build()), "multiplier");
-    assert_eq!(field(RetryLayer::builder().multiplier(0.5).build()), "multiplier");
+    assert_eq!(
+        field(RetryLayer::builder().max_attempts(0).build()),
+        "max_attempts"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().multiplier(f64::NAN).build()),
+        "multiplier"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().multiplier(0.5).build()),
+        "multiplier"
+    );
     assert_eq!(
         field(
             RetryLayer::builder()
@@ -541,14 +575,25 @@ fn bad_configuration_is_an_error_naming_the_field() {
         "max_delay"
     );
     assert_eq!(
-        field(RetryLayer::builder().max_retry_after(Duration::from_secs(7200)).build()),
+        field(
+            RetryLayer::builder()
+                .max_retry_after(Duration::from_secs(7200))
+                .build()
+        ),
         "max_retry_after"
     );
     assert_eq!(
-        field(RetryLayer::builder().attempt_timeout(Duration::ZERO).build()),
+        field(
+            RetryLayer::builder()
+                .attempt_timeout(Duration::ZERO)
+                .build()
+        ),
         "attempt_timeout"
     );
-    assert_eq!(field(RetryLayer::builder().deadline(Duration::ZERO).build()), "deadline");
+    assert_eq!(
+        field(RetryLayer::builder().deadline(Duration::ZERO).build()),
+        "deadline"
+    );
 }
 
 #[test]

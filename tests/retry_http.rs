@@ -23,7 +23,12 @@ impl Seen {
         self.0.lock().unwrap().len()
     }
     fn bodies(&self) -> Vec<Bytes> {
-        self.0.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
     }
     fn gaps(&self) -> Vec<Duration> {
         let v = self.0.lock().unwrap();
@@ -44,12 +49,8 @@ fn status(code: u16, retry_after: Option<&str>) -> Response<String> {
 fn server<B>(
     seen: &Seen,
     script: Vec<Response<String>>,
-) -> impl tower::Service<
-    Request<B>,
-    Response = Response<String>,
-    Error = BoxError,
-    Future = impl Send,
-> + Clone
+) -> impl tower::Service<Request<B>, Response = Response<String>, Error = BoxError, Future = impl Send>
+       + Clone
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -98,10 +99,10 @@ async fn retryable_statuses_are_retried_and_others_are_not() {
         (200, false),
     ] {
         let seen = Seen::default();
-        let svc = layer_none()
-            .build()
-            .unwrap()
-            .layer(server::<String>(&seen, vec![status(code, None), status(200, None)]));
+        let svc = layer_none().build().unwrap().layer(server::<String>(
+            &seen,
+            vec![status(code, None), status(200, None)],
+        ));
         let res = svc.oneshot(Request::new(String::new())).await.unwrap();
         assert_eq!(seen.count(), if retried { 2 } else { 1 }, "{code}");
         assert_eq!(res.status(), if retried { 200 } else { code }, "{code}");
@@ -134,7 +135,11 @@ async fn post_is_not_retried_unless_it_has_an_idempotency_key_and_the_user_opted
     let seen = Seen::default();
     let svc = layer.layer(server(&seen, script()));
     assert_eq!(svc.oneshot(post(true)).await.unwrap().status(), 200);
-    assert_eq!(seen.bodies(), vec!["order", "order"], "opted in, with a key: retried");
+    assert_eq!(
+        seen.bodies(),
+        vec!["order", "order"],
+        "opted in, with a key: retried"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,10 +162,10 @@ async fn idempotent_methods_are_retried() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_in_seconds_sets_the_next_delay() {
     let seen = Seen::default();
-    let svc = layer_none()
-        .build()
-        .unwrap()
-        .layer(server::<String>(&seen, vec![status(503, Some("3")), status(200, None)]));
+    let svc = layer_none().build().unwrap().layer(server::<String>(
+        &seen,
+        vec![status(503, Some("3")), status(200, None)],
+    ));
     svc.oneshot(Request::new(String::new())).await.unwrap();
     assert_eq!(seen.gaps(), vec![Duration::from_secs(3)]);
 }
@@ -169,14 +174,17 @@ async fn retry_after_in_seconds_sets_the_next_delay() {
 async fn retry_after_as_an_http_date_sets_the_next_delay() {
     let seen = Seen::default();
     let when = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(5));
-    let svc = layer_none()
-        .build()
-        .unwrap()
-        .layer(server::<String>(&seen, vec![status(503, Some(&when)), status(200, None)]));
+    let svc = layer_none().build().unwrap().layer(server::<String>(
+        &seen,
+        vec![status(503, Some(&when)), status(200, None)],
+    ));
     svc.oneshot(Request::new(String::new())).await.unwrap();
     let gap = seen.gaps()[0];
     // The date has whole seconds; the wall clock moved on a little since.
-    assert!(gap > Duration::from_secs(3) && gap <= Duration::from_secs(5), "{gap:?}");
+    assert!(
+        gap > Duration::from_secs(3) && gap <= Duration::from_secs(5),
+        "{gap:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -196,7 +204,10 @@ async fn hostile_retry_after_values_are_clamped_or_ignored() {
             .max_retry_after(Duration::from_secs(2))
             .build()
             .unwrap()
-            .layer(server::<String>(&seen, vec![status(503, Some(value)), status(200, None)]));
+            .layer(server::<String>(
+                &seen,
+                vec![status(503, Some(value)), status(200, None)],
+            ));
         svc.oneshot(Request::new(String::new())).await.unwrap();
         assert_eq!(seen.gaps(), vec![expected], "{value}");
     }
@@ -256,7 +267,8 @@ async fn a_cloneable_body_is_sent_again_on_each_attempt() {
     assert_eq!(seen.bodies(), vec!["payload", "payload", "payload"]);
 }
 
-type Chunks = StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+type Chunks =
+    StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 fn streaming(chunks: usize, size: usize) -> Chunks {
     let frames: Vec<_> = (0..chunks)
@@ -301,7 +313,11 @@ async fn a_body_past_the_replay_limit_goes_out_once_in_full_and_is_not_retried()
     let res = svc.oneshot(req).await.unwrap();
     assert_eq!(res.status(), 503, "the last response, returned");
     assert_eq!(seen.count(), 1);
-    assert_eq!(seen.bodies()[0].len(), 4000, "nothing the caller sent was dropped");
+    assert_eq!(
+        seen.bodies()[0].len(),
+        4000,
+        "nothing the caller sent was dropped"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,7 +332,9 @@ async fn a_body_whose_size_hint_passes_the_limit_is_sent_once() {
             &seen,
             vec![status(503, None), status(200, None)],
         ));
-    let req = Request::put("/").body(Full::new(Bytes::from(vec![0u8; 11]))).unwrap();
+    let req = Request::put("/")
+        .body(Full::new(Bytes::from(vec![0u8; 11])))
+        .unwrap();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 503);
     assert_eq!(seen.count(), 1);
     assert_eq!(seen.bodies()[0].len(), 11);
@@ -376,8 +394,14 @@ async fn a_replayed_body_keeps_its_exact_size_hint() {
             }
         })
     };
-    let svc = RetryLayer::builder().http_replay().build().unwrap().layer(svc);
-    let req = Request::put("/").body(Full::new(Bytes::from_static(b"12345"))).unwrap();
+    let svc = RetryLayer::builder()
+        .http_replay()
+        .build()
+        .unwrap()
+        .layer(svc);
+    let req = Request::put("/")
+        .body(Full::new(Bytes::from_static(b"12345")))
+        .unwrap();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(*sizes.lock().unwrap(), vec![Some(5), Some(5)]);
 }

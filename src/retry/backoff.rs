@@ -109,7 +109,10 @@ impl SeedSource {
 
     /// An RNG for one delay.
     pub(crate) fn rng(&self) -> SmallRng {
-        let z = self.next.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+        let z = self
+            .next
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
         SmallRng::seed_from_u64(mix(z))
     }
 }
@@ -163,7 +166,10 @@ mod tests {
         let b = SeedSource::new(42);
         let bk = backoff(Jitter::Full);
         for n in 0..5 {
-            assert_eq!(bk.delay(n, None, &mut a.rng()), bk.delay(n, None, &mut b.rng()));
+            assert_eq!(
+                bk.delay(n, None, &mut a.rng()),
+                bk.delay(n, None, &mut b.rng())
+            );
         }
     }
 }

@@ -380,7 +380,11 @@ mod tests {
             let e = RetryBudget::builder().ratio(r).build().unwrap_err();
             assert_eq!(e.field(), "ratio");
         }
-        for t in [Duration::ZERO, Duration::from_millis(999), Duration::from_secs(61)] {
+        for t in [
+            Duration::ZERO,
+            Duration::from_millis(999),
+            Duration::from_secs(61),
+        ] {
             let e = RetryBudget::builder().ttl(t).build().unwrap_err();
             assert_eq!(e.field(), "ttl");
         }

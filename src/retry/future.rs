@@ -33,28 +33,35 @@ pin_project! {
         policy: P,
         stash: Option<<P as Replay<Req>>::Stash>,
         core: CoreRef,
-        // Attempts made so far, the one in flight included.
-        attempt: u32,
-        previous_delay: Option<Duration>,
-        // When the call started, if there is a deadline.
-        started: Option<Instant>,
+        // Timers and retry bookkeeping, boxed and built only when a timeout or deadline is set
+        // or a retry happens: a `tokio::time::Sleep` is over a hundred bytes, and a future that
+        // carries one inline is copied with a `memmove` call at every move, which cost the
+        // success path more than everything else in it.
+        extra: Option<Pin<Box<Extra>>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
     enum State<F, R> {
-        Calling { #[pin] future: F, #[pin] timer: Timer },
-        Sleeping { #[pin] sleep: Sleep, request: Option<R> },
+        Calling { #[pin] future: F },
+        Sleeping { request: Option<R> },
         Readying { request: Option<R> },
     }
 }
 
 pin_project! {
-    #[project = TimerProj]
-    enum Timer {
-        Off,
-        On { #[pin] sleep: Sleep, cause: Cause },
+    struct Extra {
+        // The backoff sleep, or the cut-off of the attempt in flight when `armed`.
+        #[pin]
+        sleep: Sleep,
+        // What the sleep means while an attempt is in flight; `None`: no cut-off.
+        armed: Option<Cause>,
+        // When the whole call must end, with the configured deadline.
+        deadline: Option<(Instant, Duration)>,
+        // Attempts made so far, the one in flight included.
+        attempt: u32,
+        previous_delay: Option<Duration>,
     }
 }
 
@@ -64,37 +71,42 @@ enum Cause {
     Deadline(Duration),
 }
 
-impl Timer {
-    /// The cut-off for one attempt: the per-attempt timeout or the deadline, whichever ends
-    /// first. Reads the clock only when one of them is set.
-    fn new(config: &Config, started: Option<Instant>) -> Self {
-        let deadline = match (config.deadline, started) {
-            (Some(d), Some(s)) => s.checked_add(d).map(|at| (at, d)),
-            _ => None,
-        };
-        match (config.attempt_timeout, deadline) {
-            (None, None) => Timer::Off,
-            (Some(t), None) => Timer::On {
-                sleep: tokio::time::sleep(t),
-                cause: Cause::Attempt(t),
-            },
-            (None, Some((at, d))) => Timer::On {
-                sleep: tokio::time::sleep_until(at),
-                cause: Cause::Deadline(d),
-            },
-            (Some(t), Some((at, d))) => {
-                let now = Instant::now();
-                match now.checked_add(t) {
-                    Some(end) if end < at => Timer::On {
-                        sleep: tokio::time::sleep_until(end),
-                        cause: Cause::Attempt(t),
-                    },
-                    _ => Timer::On {
-                        sleep: tokio::time::sleep_until(at),
-                        cause: Cause::Deadline(d),
-                    },
+impl Extra {
+    /// Bookkeeping for a call that started now.
+    fn new(config: &Config) -> Pin<Box<Self>> {
+        let now = Instant::now();
+        let deadline = config
+            .deadline
+            .and_then(|d| now.checked_add(d).map(|at| (at, d)));
+        Box::pin(Extra {
+            sleep: tokio::time::sleep_until(now),
+            armed: None,
+            deadline,
+            attempt: 1,
+            previous_delay: None,
+        })
+    }
+
+    /// Arms the cut-off for the attempt starting now: the per-attempt timeout or the
+    /// deadline, whichever ends first.
+    fn arm(self: Pin<&mut Self>, config: &Config) {
+        let this = self.project();
+        let cut = match (config.attempt_timeout, *this.deadline) {
+            (None, None) => None,
+            (None, Some((at, d))) => Some((at, Cause::Deadline(d))),
+            (Some(t), deadline) => {
+                let end = Instant::now().checked_add(t);
+                match (end, deadline) {
+                    (Some(end), Some((at, _))) if end < at => Some((end, Cause::Attempt(t))),
+                    (_, Some((at, d))) => Some((at, Cause::Deadline(d))),
+                    (Some(end), None) => Some((end, Cause::Attempt(t))),
+                    (None, None) => None,
                 }
             }
+        };
+        *this.armed = cut.map(|(_, cause)| cause);
+        if let Some((at, _)) = cut {
+            this.sleep.reset(at);
         }
     }
 }
@@ -104,6 +116,7 @@ where
     P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
     S: Service<<P as Replay<Req>>::Request>,
 {
+    #[inline]
     pub(crate) fn new(
         future: <S as Service<<P as Replay<Req>>::Request>>::Future,
         service: Option<S>,
@@ -112,21 +125,20 @@ where
         core: CoreRef,
     ) -> Self {
         let config = &core.config;
-        let started = config.deadline.map(|_| Instant::now());
-        let timer = if config.attempt_timeout.is_none() && started.is_none() {
-            Timer::Off
+        let extra = if config.attempt_timeout.is_none() && config.deadline.is_none() {
+            None
         } else {
-            Timer::new(config, started)
+            let mut extra = Extra::new(config);
+            extra.as_mut().arm(config);
+            Some(extra)
         };
         Self {
-            state: State::Calling { future, timer },
+            state: State::Calling { future },
             service,
             policy,
             stash,
             core,
-            attempt: 1,
-            previous_delay: None,
-            started,
+            extra,
         }
     }
 }
@@ -139,31 +151,36 @@ where
 {
     type Output = Result<<S as Service<<P as Replay<Req>>::Request>>::Response, BoxError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
-                StateProj::Calling { future, timer } => {
-                    let result: Result<<S as Service<<P as Replay<Req>>::Request>>::Response, BoxError> = match future.poll(cx) {
+                StateProj::Calling { future } => {
+                    let result: Result<_, BoxError> = match future.poll(cx) {
                         Poll::Ready(result) => result.map_err(Into::into),
-                        Poll::Pending => match timer.project() {
-                            TimerProj::Off => return Poll::Pending,
-                            TimerProj::On { sleep, cause } => {
-                                ready!(sleep.poll(cx));
-                                match *cause {
-                                    Cause::Attempt(t) => Err(AttemptTimedOut::new(t).into()),
-                                    Cause::Deadline(d) => {
-                                        tracing::debug!(
-                                            target: "seawall::retry",
-                                            attempt = *this.attempt,
-                                            deadline_ms = d.as_millis() as u64,
-                                            "deadline passed during an attempt; giving up"
-                                        );
-                                        return Poll::Ready(Err(DeadlineExceeded::new(d).into()));
-                                    }
+                        Poll::Pending => {
+                            let Some(extra) = this.extra.as_mut() else {
+                                return Poll::Pending;
+                            };
+                            let extra = extra.as_mut().project();
+                            let Some(cause) = *extra.armed else {
+                                return Poll::Pending;
+                            };
+                            ready!(extra.sleep.poll(cx));
+                            match cause {
+                                Cause::Attempt(t) => Err(AttemptTimedOut::new(t).into()),
+                                Cause::Deadline(d) => {
+                                    tracing::debug!(
+                                        target: "seawall::retry",
+                                        attempt = *extra.attempt,
+                                        deadline_ms = d.as_millis() as u64,
+                                        "deadline passed during an attempt; giving up"
+                                    );
+                                    return Poll::Ready(Err(DeadlineExceeded::new(d).into()));
                                 }
                             }
-                        },
+                        }
                     };
                     let Some(stash) = this.stash.as_mut() else {
                         return Poll::Ready(result);
@@ -171,25 +188,19 @@ where
                     if !this.policy.classify(&result).is_failure() {
                         return Poll::Ready(result);
                     }
-                    let next = decide(
-                        &*this.policy,
-                        stash,
-                        this.core,
-                        *this.attempt,
-                        this.previous_delay,
-                        *this.started,
-                        &result,
-                    );
+                    let config = &this.core.config;
+                    let extra = this.extra.get_or_insert_with(|| Extra::new(config));
+                    let next = decide(&*this.policy, stash, this.core, extra.as_mut(), &result);
                     match next {
                         None => return Poll::Ready(result),
-                        Some((delay, request)) => this.state.set(State::Sleeping {
-                            sleep: tokio::time::sleep(delay),
+                        Some(request) => this.state.set(State::Sleeping {
                             request: Some(request),
                         }),
                     }
                 }
-                StateProj::Sleeping { sleep, request } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Sleeping { request } => {
+                    let extra = this.extra.as_mut().expect("a retry has its bookkeeping");
+                    ready!(extra.as_mut().project().sleep.poll(cx));
                     let request = request.take();
                     this.state.set(State::Readying { request });
                 }
@@ -203,9 +214,10 @@ where
                     }
                     let request = request.take().expect("polled after completion");
                     let future = service.call(request);
-                    *this.attempt += 1;
-                    let timer = Timer::new(&this.core.config, *this.started);
-                    this.state.set(State::Calling { future, timer });
+                    let extra = this.extra.as_mut().expect("a retry has its bookkeeping");
+                    *extra.as_mut().project().attempt += 1;
+                    extra.as_mut().arm(&this.core.config);
+                    this.state.set(State::Calling { future });
                 }
             }
         }
@@ -218,14 +230,14 @@ fn decide<P, Req, Res>(
     policy: &P,
     stash: &mut <P as Replay<Req>>::Stash,
     core: &CoreRef,
-    attempt: u32,
-    previous_delay: &mut Option<Duration>,
-    started: Option<Instant>,
+    extra: Pin<&mut Extra>,
     result: &Result<Res, BoxError>,
-) -> Option<(Duration, <P as Replay<Req>>::Request)>
+) -> Option<<P as Replay<Req>>::Request>
 where
     P: Policy<Req, Res>,
 {
+    let extra = extra.project();
+    let attempt = *extra.attempt;
     let config = &core.config;
     let metrics = &core.metrics;
     if attempt >= config.max_attempts {
@@ -238,10 +250,7 @@ where
         );
         return None;
     }
-    let deadline_at = match (config.deadline, started) {
-        (Some(d), Some(s)) => s.checked_add(d),
-        _ => None,
-    };
+    let deadline_at = extra.deadline.map(|(at, _)| at);
     let hint = policy.retry_after(result);
     let circuit_open = matches!(result, Err(e) if matches!(Rejection::find(&**e), Some(Rejection::CircuitOpen(_))));
     let delay = if circuit_open {
@@ -265,15 +274,19 @@ where
         }
     } else {
         let mut rng = core.seeds.rng();
-        let backoff = config.backoff.delay(attempt - 1, *previous_delay, &mut rng);
-        *previous_delay = Some(backoff);
+        let backoff = config
+            .backoff
+            .delay(attempt - 1, *extra.previous_delay, &mut rng);
+        *extra.previous_delay = Some(backoff);
         match hint {
             Some(h) => backoff.max(h.min(config.max_retry_after)),
             None => backoff,
         }
     };
     if let Some(at) = deadline_at {
-        let fits = Instant::now().checked_add(delay).is_some_and(|end| end < at);
+        let fits = Instant::now()
+            .checked_add(delay)
+            .is_some_and(|end| end < at);
         if !fits {
             tracing::debug!(
                 target: "seawall::retry",
@@ -314,7 +327,13 @@ where
             server_hint: hint,
         });
     }
-    Some((delay, request))
+    // The attempt's cut-off is off while sleeping; the sleep waits for the next attempt.
+    *extra.armed = None;
+    match Instant::now().checked_add(delay) {
+        Some(at) => extra.sleep.reset(at),
+        None => return None,
+    }
+    Some(request)
 }
 
 impl<P, S, Req> fmt::Debug for ResponseFuture<P, S, Req>
@@ -324,7 +343,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("attempt", &self.attempt)
+            .field("attempt", &self.extra.as_ref().map_or(1, |e| e.attempt))
             .field("retryable", &self.stash.is_some())
             .finish_non_exhaustive()
     }

@@ -272,7 +272,10 @@ where
             );
             return None;
         }
-        Some(Request::from_parts(stash.parts.clone(), stash.body.replay()))
+        Some(Request::from_parts(
+            stash.parts.clone(),
+            stash.body.replay(),
+        ))
     }
 }
 
@@ -408,7 +411,10 @@ impl<B> ReplayBody<B> {
         match &self.kind {
             Kind::Passthrough { .. } => true,
             Kind::Replay { shared, .. } => {
-                shared.lock().unwrap_or_else(PoisonError::into_inner).overflowed
+                shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .overflowed
             }
         }
     }

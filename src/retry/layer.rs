@@ -221,6 +221,10 @@ impl<P> RetryLayerBuilder<P> {
     /// below 1.0, `max_delay` is below `initial_delay`, a cap exceeds an hour, or a timeout
     /// or deadline is zero.
     pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
+        self.build_with(CoreRef::new)
+    }
+
+    fn build_with(self, share: fn(Core) -> CoreRef) -> Result<RetryLayer<P>, ConfigError> {
         check::nonzero(LAYER, "max_attempts", u64::from(self.max_attempts))?;
         if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
             return Err(ConfigError::new(
@@ -272,11 +276,16 @@ impl<P> RetryLayerBuilder<P> {
         };
         Ok(RetryLayer {
             policy: self.policy,
-            core: CoreRef::new(core),
+            core: share(core),
         })
     }
-}
 
+    /// Builds a layer whose state is reference-counted, as builds past the first 256 are.
+    #[cfg(test)]
+    pub(crate) fn build_counted(self) -> Result<RetryLayer<P>, ConfigError> {
+        self.build_with(CoreRef::counted)
+    }
+}
 
 impl<C0: Clone> RetryLayerBuilder<CloneRequest<C0>> {
     /// Retries any `Clone` request with `classifier` deciding what failed (any
@@ -291,5 +300,37 @@ impl<C0: Clone> RetryLayerBuilder<CloneRequest<C0>> {
     pub fn clone_with<F>(self, clone: F) -> RetryLayerBuilder<CloneWith<F, C0>> {
         let classifier = self.policy.classifier().clone();
         self.policy(CloneWith::new(clone, classifier))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{service_fn, BoxError, ServiceExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reference_counted_layer_retries_and_counts_like_a_static_one() {
+        let layer = RetryLayer::builder()
+            .max_attempts(3)
+            .build_counted()
+            .unwrap();
+        assert!(matches!(layer.core, CoreRef::Counted(_)));
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let svc = {
+            let calls = calls.clone();
+            service_fn(move |()| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        Err::<u32, BoxError>("refused".into())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+        };
+        assert_eq!(layer.layer(svc).oneshot(()).await.unwrap(), 2);
+        let m = layer.handle().metrics();
+        assert_eq!((m.attempts, m.retries), (3, 2));
     }
 }
