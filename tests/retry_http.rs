@@ -405,3 +405,37 @@ async fn a_replayed_body_keeps_its_exact_size_hint() {
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(*sizes.lock().unwrap(), vec![Some(5), Some(5)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_connection_from_hyper_util_is_recognised_and_retried() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    // A loopback port nobody listens on any more.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let layer = {
+        let reasons = reasons.clone();
+        RetryLayer::builder()
+            .http()
+            .max_attempts(3)
+            .on_retry(move |e| reasons.lock().unwrap().push(e.reason().to_string()))
+            .build()
+            .unwrap()
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{addr}/"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let err = layer.layer(client).oneshot(req).await.unwrap_err();
+    assert!(seawall::retry::http::is_retryable_error(&*err));
+    assert_eq!(
+        reasons.lock().unwrap().len(),
+        2,
+        "{:?}",
+        reasons.lock().unwrap()
+    );
+    assert_eq!(layer.handle().metrics().attempts, 3);
+}
