@@ -51,7 +51,8 @@ pin_project! {
 }
 
 pin_project! {
-    struct Extra {
+    /// Timers and retry bookkeeping of one call.
+    pub(crate) struct Extra {
         // The backoff sleep, or the cut-off of the attempt in flight when `armed`.
         #[pin]
         sleep: Sleep,
@@ -116,22 +117,29 @@ where
     P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
     S: Service<<P as Replay<Req>>::Request>,
 {
+    /// The bookkeeping a call needs from its start: only with a timeout or a deadline.
+    #[inline]
+    pub(crate) fn timers(core: &CoreRef) -> Option<Pin<Box<Extra>>> {
+        let config = &core.config;
+        if config.attempt_timeout.is_none() && config.deadline.is_none() {
+            return None;
+        }
+        let mut extra = Extra::new(config);
+        extra.as_mut().arm(config);
+        Some(extra)
+    }
+
+    /// `future` should be the last argument computed: nothing then stands between the inner
+    /// call and this constructor, and the inner future is written straight into place.
     #[inline]
     pub(crate) fn new(
-        future: <S as Service<<P as Replay<Req>>::Request>>::Future,
         service: Option<S>,
         policy: P,
         stash: Option<<P as Replay<Req>>::Stash>,
         core: CoreRef,
+        extra: Option<Pin<Box<Extra>>>,
+        future: <S as Service<<P as Replay<Req>>::Request>>::Future,
     ) -> Self {
-        let config = &core.config;
-        let extra = if config.attempt_timeout.is_none() && config.deadline.is_none() {
-            None
-        } else {
-            let mut extra = Extra::new(config);
-            extra.as_mut().arm(config);
-            Some(extra)
-        };
         Self {
             state: State::Calling { future },
             service,

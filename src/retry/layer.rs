@@ -20,6 +20,18 @@ const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 /// # Clone
 /// Every service this layer value builds, and every clone of the layer and of those services,
 /// shares one set of metrics, one budget and one RNG.
+///
+/// # Memory
+/// Every response future must reach the shared state in case it has to retry, and a reference
+/// count would cost every call two atomic operations (about 20 ns on a small VM, four times a
+/// bare call). So the first 256 layers a process builds keep their shared state (a few hundred
+/// bytes each) for the life of the process, and their futures reach it for free; builds past
+/// that are reference-counted and freed as usual. Build a layer once, at start-up, not per
+/// request.
+///
+/// # Panics
+/// Retries, per-attempt timeouts and deadlines use `tokio::time`: polling a response future
+/// that needs one outside a Tokio runtime with time enabled panics, as any Tokio timer does.
 #[derive(Clone)]
 pub struct RetryLayer<P = CloneRequest<ErrorsAsFailures>> {
     policy: P,
@@ -179,6 +191,7 @@ impl<P> RetryLayerBuilder<P> {
 
     /// Cancels an attempt after `timeout`; it then fails with
     /// [`AttemptTimedOut`](super::error::AttemptTimedOut), which is retried. Default none.
+    /// Costs a clock read and one small allocation (the timer) per call.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self
@@ -187,7 +200,7 @@ impl<P> RetryLayerBuilder<P> {
     /// Bounds the whole call, retries and waits included, from the moment it is made: no
     /// retry starts after it, and an attempt in flight when it passes is cancelled with
     /// [`DeadlineExceeded`](super::error::DeadlineExceeded). Default none. Costs a clock read
-    /// per call.
+    /// and one small allocation (the timer) per call.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

@@ -137,15 +137,19 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         self.local.count();
         let (request, stash) = self.policy.prepare(req);
-        let future = self.inner.call(request);
-        // The readied service made the call; a clone (readied again before use) makes retries.
+        // A clone (readied again before use) makes the retries; the readied service makes the
+        // call, last, so that its future goes straight into the response future.
         let service = stash.as_ref().map(|_| self.inner.clone());
+        let core = self.local.core.clone();
+        let extra = ResponseFuture::<P, S, Req>::timers(&core);
+        let policy = self.policy.clone();
         ResponseFuture::new(
-            future,
             service,
-            self.policy.clone(),
+            policy,
             stash,
-            self.local.core.clone(),
+            core,
+            extra,
+            self.inner.call(request),
         )
     }
 }
