@@ -97,6 +97,15 @@ impl<S, P> Retry<S, P> {
         }
     }
 
+    /// Wraps `inner` with the settings and the shared state of `layer` (the same as
+    /// `layer.layer(inner)`).
+    pub fn new(inner: S, layer: &super::RetryLayer<P>) -> Self
+    where
+        P: Clone,
+    {
+        tower_layer::Layer::layer(layer, inner)
+    }
+
     /// The handle of the layer this service came from.
     pub fn handle(&self) -> RetryHandle {
         RetryHandle::new(self.local.core.clone())

@@ -62,12 +62,19 @@ pub(crate) enum CoreRef {
 
 impl CoreRef {
     pub(crate) fn new(core: Core) -> Self {
-        if STATIC_USED.fetch_add(1, Ordering::Relaxed) < STATIC_BUILDS {
-            CoreRef::Static(Box::leak(Box::new(core)))
-        } else {
-            STATIC_USED.store(STATIC_BUILDS, Ordering::Relaxed);
-            CoreRef::Counted(Arc::new(core))
+        let n = STATIC_USED.fetch_add(1, Ordering::Relaxed);
+        if n < STATIC_BUILDS {
+            return CoreRef::Static(Box::leak(Box::new(core)));
         }
+        if n == STATIC_BUILDS {
+            tracing::debug!(
+                target: "seawall::retry",
+                "more than {STATIC_BUILDS} retry layers built; later ones are reference-counted"
+            );
+        }
+        // Keep the counter from ever wrapping.
+        STATIC_USED.store(STATIC_BUILDS + 1, Ordering::Relaxed);
+        CoreRef::Counted(Arc::new(core))
     }
 
     #[cfg(test)]
