@@ -607,3 +607,69 @@ fn services_and_futures_are_send_sync_and_static() {
     let fut = svc.call(());
     assert_send(&fut);
 }
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn retries_and_budget_exhaustion_are_traced_under_seawall_retry() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let budget = RetryBudget::builder()
+                .ratio(0.0)
+                .min_per_sec(1)
+                .ttl(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            let layer = RetryLayer::builder()
+                .jitter(Jitter::None)
+                .budget(budget)
+                .build()
+                .unwrap();
+            let log = Log::default();
+            let _ = layer.layer(flaky(&log, usize::MAX)).oneshot(()).await;
+        });
+    });
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let retry = out
+        .lines()
+        .find(|l| l.contains("retrying"))
+        .expect("a retry event");
+    assert!(retry.contains("seawall::retry"), "{retry}");
+    assert!(
+        retry.contains("attempt=1") && retry.contains("delay_ms=100"),
+        "{retry}"
+    );
+    assert!(retry.contains("refused"), "{retry}");
+    let empty = out
+        .lines()
+        .find(|l| l.contains("retry budget exhausted"))
+        .expect("a budget event");
+    assert!(
+        empty.contains("WARN") && empty.contains("attempt=2"),
+        "{empty}"
+    );
+}
