@@ -1,0 +1,349 @@
+use super::backoff::{Backoff, Jitter, SeedSource};
+use super::budget::RetryBudget;
+use super::handle::{Metrics, RetryEvent, RetryHandle};
+use super::policy::{CloneRequest, CloneWith};
+use super::service::Retry;
+use super::shared::{Config, Core, CoreRef, OnRetry};
+use crate::classify::ErrorsAsFailures;
+use crate::error::{check, ConfigError};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+const LAYER: &str = "retry";
+/// The longest wait any setting may ask for: a longer wait belongs in a queue, not a retry loop.
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
+/// Wraps services in [`Retry`]. Built by [`RetryLayer::builder`]; see [the module docs](super).
+///
+/// # Clone
+/// Every service this layer value builds, and every clone of the layer and of those services,
+/// shares one set of metrics, one budget and one RNG.
+///
+/// # Memory
+/// Every response future must reach the shared state in case it has to retry, and a reference
+/// count would cost every call two atomic operations (about 20 ns on a small VM, four times a
+/// bare call). So the first 256 layers a process builds keep their shared state (a few hundred
+/// bytes each) for the life of the process, and their futures reach it for free; builds past
+/// that are reference-counted and freed as usual. Build a layer once, at start-up, not per
+/// request.
+///
+/// # Panics
+/// Retries, per-attempt timeouts and deadlines use `tokio::time`: polling a response future
+/// that needs one outside a Tokio runtime with time enabled panics, as any Tokio timer does.
+#[derive(Clone)]
+pub struct RetryLayer<P = CloneRequest<ErrorsAsFailures>> {
+    policy: P,
+    core: CoreRef,
+}
+
+impl RetryLayer {
+    /// A builder with the defaults (see [`RetryLayerBuilder`]).
+    pub fn builder() -> RetryLayerBuilder<CloneRequest<ErrorsAsFailures>> {
+        RetryLayerBuilder::new(CloneRequest::default())
+    }
+}
+
+impl<P> RetryLayer<P> {
+    /// Runtime control and metrics, shared by every service this layer builds.
+    pub fn handle(&self) -> RetryHandle {
+        RetryHandle::new(self.core.clone())
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for RetryLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("policy", &self.policy)
+            .field("config", &self.core.config)
+            .finish()
+    }
+}
+
+impl<S, P: Clone> Layer<S> for RetryLayer<P> {
+    type Service = Retry<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::from_parts(inner, self.policy.clone(), self.core.clone())
+    }
+}
+
+/// Builds a [`RetryLayer`]. Every setting has a default, named with the practice it follows:
+///
+/// | setting | default | anchor |
+/// |---|---|---|
+/// | [`max_attempts`](Self::max_attempts) | 3 (the first included) | AWS SDKs' standard retry mode |
+/// | [`initial_delay`](Self::initial_delay) | 100 ms | Google Cloud client libraries' initial retry delay |
+/// | [`multiplier`](Self::multiplier) | 2.0 | the AWS Architecture Blog's exponential backoff |
+/// | [`max_delay`](Self::max_delay) | 20 s | AWS SDKs' standard mode maximum backoff |
+/// | [`jitter`](Self::jitter) | [`Jitter::Full`] | the AWS Architecture Blog's recommendation |
+/// | [`max_retry_after`](Self::max_retry_after) | 60 s | seawall's choice: longer hints are clamped |
+/// | [`attempt_timeout`](Self::attempt_timeout) | none | |
+/// | [`deadline`](Self::deadline) | none | |
+/// | [`budget`](Self::budget) | none ([`RetryBudget::default`] follows Finagle: 20%, 10/s, 10 s) | |
+/// | policy | [`CloneRequest`] with [`ErrorsAsFailures`]; [`http`](Self::http) for HTTP | |
+pub struct RetryLayerBuilder<P> {
+    pub(crate) policy: P,
+    max_attempts: u32,
+    initial_delay: Duration,
+    multiplier: f64,
+    max_delay: Duration,
+    jitter: Jitter,
+    max_retry_after: Duration,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    budget: Option<RetryBudget>,
+    seed: Option<u64>,
+    on_retry: Option<OnRetry>,
+}
+
+impl<P: fmt::Debug> fmt::Debug for RetryLayerBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayerBuilder")
+            .field("policy", &self.policy)
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_delay", &self.initial_delay)
+            .field("multiplier", &self.multiplier)
+            .field("max_delay", &self.max_delay)
+            .field("jitter", &self.jitter)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field("budget", &self.budget)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> RetryLayerBuilder<P> {
+    fn new(policy: P) -> Self {
+        Self {
+            policy,
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(20),
+            jitter: Jitter::Full,
+            max_retry_after: Duration::from_secs(60),
+            attempt_timeout: None,
+            deadline: None,
+            budget: None,
+            seed: None,
+            on_retry: None,
+        }
+    }
+
+    /// Replaces the policy, keeping every other setting.
+    pub fn policy<Q>(self, policy: Q) -> RetryLayerBuilder<Q> {
+        RetryLayerBuilder {
+            policy,
+            max_attempts: self.max_attempts,
+            initial_delay: self.initial_delay,
+            multiplier: self.multiplier,
+            max_delay: self.max_delay,
+            jitter: self.jitter,
+            max_retry_after: self.max_retry_after,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            budget: self.budget,
+            seed: self.seed,
+            on_retry: self.on_retry,
+        }
+    }
+
+    /// The most attempts per call, the first included (`1` turns retries off). Default 3.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// The base of the exponential backoff. Default 100 ms.
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self
+    }
+
+    /// The growth factor of the exponential backoff, at least 1.0. Default 2.0.
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The cap on any backoff delay, at most an hour. Default 20 s.
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// How delays are randomised. Default [`Jitter::Full`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The cap on a wait asked for by the other side (`Retry-After`, a rejection's
+    /// `retry_after`), at most an hour. Longer hints are clamped to it. Default 60 s.
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
+        self
+    }
+
+    /// Cancels an attempt after `timeout`; it then fails with
+    /// [`AttemptTimedOut`](super::error::AttemptTimedOut), which is retried. Default none.
+    /// Costs a clock read and one small allocation (the timer) per call.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Bounds the whole call, retries and waits included, from the moment it is made: no
+    /// retry starts after it, and an attempt in flight when it passes is cancelled with
+    /// [`DeadlineExceeded`](super::error::DeadlineExceeded). Default none. Costs a clock read
+    /// and one small allocation (the timer) per call.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Shares `budget` among every clone: retries beyond it are refused. Default none.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Seeds the jitter RNG, for reproducible delays in tests. Default: a random seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Calls `hook` before each retry with the failed attempt, the delay and the reason.
+    pub fn on_retry<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&RetryEvent<'_>) + Send + Sync + 'static,
+    {
+        self.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks every setting and builds the layer.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field when `max_attempts` is 0, `multiplier` is NaN or
+    /// below 1.0, `max_delay` is below `initial_delay`, a cap exceeds an hour, or a timeout
+    /// or deadline is zero.
+    pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
+        self.build_with(CoreRef::new)
+    }
+
+    fn build_with(self, share: fn(Core) -> CoreRef) -> Result<RetryLayer<P>, ConfigError> {
+        check::nonzero(LAYER, "max_attempts", u64::from(self.max_attempts))?;
+        if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
+            return Err(ConfigError::new(
+                LAYER,
+                "multiplier",
+                self.multiplier,
+                "1.0 <= x, finite",
+            ));
+        }
+        check::ordered(
+            LAYER,
+            "initial_delay",
+            self.initial_delay,
+            "max_delay",
+            self.max_delay,
+        )?;
+        for (field, value) in [
+            ("max_delay", self.max_delay),
+            ("max_retry_after", self.max_retry_after),
+        ] {
+            if value > LONGEST_WAIT {
+                return Err(ConfigError::new(LAYER, field, value, "<= 3600s"));
+            }
+        }
+        if let Some(t) = self.attempt_timeout {
+            check::positive(LAYER, "attempt_timeout", t)?;
+        }
+        if let Some(d) = self.deadline {
+            check::positive(LAYER, "deadline", d)?;
+        }
+        let seed = self.seed.unwrap_or_else(rand::random);
+        let core = Core {
+            config: Config {
+                max_attempts: self.max_attempts,
+                backoff: Backoff {
+                    initial: self.initial_delay,
+                    multiplier: self.multiplier,
+                    max: self.max_delay,
+                    jitter: self.jitter,
+                },
+                max_retry_after: self.max_retry_after,
+                attempt_timeout: self.attempt_timeout,
+                deadline: self.deadline,
+            },
+            budget: self.budget,
+            metrics: Metrics::default(),
+            seeds: SeedSource::new(seed),
+            on_retry: self.on_retry,
+        };
+        Ok(RetryLayer {
+            policy: self.policy,
+            core: share(core),
+        })
+    }
+
+    /// Builds a layer whose state is reference-counted, as builds past the first 256 are.
+    #[cfg(test)]
+    pub(crate) fn build_counted(self) -> Result<RetryLayer<P>, ConfigError> {
+        self.build_with(CoreRef::counted)
+    }
+}
+
+impl<C0: Clone> RetryLayerBuilder<CloneRequest<C0>> {
+    /// Retries any `Clone` request with `classifier` deciding what failed (any
+    /// [`Classify`](crate::classify::Classify) over `Result<Response, BoxError>`, closures
+    /// included).
+    pub fn classify<C>(self, classifier: C) -> RetryLayerBuilder<CloneRequest<C>> {
+        self.policy(CloneRequest::new(classifier))
+    }
+
+    /// Retries requests that `clone` can copy (`None`: send once, never retry), keeping the
+    /// classifier.
+    pub fn clone_with<F>(self, clone: F) -> RetryLayerBuilder<CloneWith<F, C0>> {
+        let classifier = self.policy.classifier().clone();
+        self.policy(CloneWith::new(clone, classifier))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{service_fn, BoxError, ServiceExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reference_counted_layer_retries_and_counts_like_a_static_one() {
+        let layer = RetryLayer::builder()
+            .max_attempts(3)
+            .build_counted()
+            .unwrap();
+        assert!(matches!(layer.core, CoreRef::Counted(_)));
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let svc = {
+            let calls = calls.clone();
+            service_fn(move |()| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        Err::<u32, BoxError>("refused".into())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+        };
+        assert_eq!(layer.layer(svc).oneshot(()).await.unwrap(), 2);
+        let m = layer.handle().metrics();
+        assert_eq!((m.attempts, m.retries), (3, 2));
+    }
+}

@@ -1,0 +1,675 @@
+//! Behaviour of the retry layer on generic services, with paused time.
+#![cfg(feature = "retry")]
+
+use seawall::classify::Outcome;
+use seawall::error::{CircuitOpen, RateLimited};
+use seawall::retry::error::{AttemptTimedOut, DeadlineExceeded};
+use seawall::retry::{Jitter, RetryBudget, RetryLayer};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+
+/// Records when each attempt starts.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Instant>>>);
+
+impl Log {
+    /// Records an attempt; returns its index (0 for the first).
+    fn record(&self) -> usize {
+        let mut v = self.0.lock().unwrap();
+        v.push(Instant::now());
+        v.len() - 1
+    }
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn gaps(&self) -> Vec<Duration> {
+        let v = self.0.lock().unwrap();
+        v.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+}
+
+/// A service that fails its first `failures` attempts with `"refused"`, then answers the
+/// attempt number.
+fn flaky(
+    log: &Log,
+    failures: usize,
+) -> impl Service<(), Response = usize, Error = BoxError, Future = impl Send> + Clone {
+    let log = log.clone();
+    service_fn(move |()| {
+        let n = log.record();
+        async move {
+            if n < failures {
+                Err::<usize, BoxError>("refused".into())
+            } else {
+                Ok(n)
+            }
+        }
+    })
+}
+
+fn ms(v: &[u64]) -> Vec<Duration> {
+    v.iter().map(|&m| Duration::from_millis(m)).collect()
+}
+
+/// The delays a seeded layer picks for an always-failing call with six attempts, as reported
+/// to the retry hook; checks the time between attempts matches them (the paused clock rounds
+/// a sleep up to the next millisecond).
+async fn delays_for(jitter: Jitter, seed: u64) -> Vec<Duration> {
+    let log = Log::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = {
+        let seen = seen.clone();
+        RetryLayer::builder()
+            .max_attempts(6)
+            .initial_delay(Duration::from_millis(100))
+            .multiplier(2.0)
+            .max_delay(Duration::from_millis(1000))
+            .jitter(jitter)
+            .seed(seed)
+            .on_retry(move |e| seen.lock().unwrap().push(e.delay()))
+            .build()
+            .unwrap()
+    };
+    let err = layer.layer(flaky(&log, usize::MAX)).oneshot(()).await;
+    assert!(err.is_err());
+    assert_eq!(log.count(), 6);
+    let delays = seen.lock().unwrap().clone();
+    for (gap, delay) in log.gaps().iter().zip(&delays) {
+        assert!(
+            *gap >= *delay && *gap - *delay < Duration::from_millis(1),
+            "{gap:?} vs {delay:?}"
+        );
+    }
+    delays
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_jitter_delays_are_exact_exponential_capped_at_max_delay() {
+    assert_eq!(
+        delays_for(Jitter::None, 1).await,
+        ms(&[100, 200, 400, 800, 1000])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_jitter_delays_are_exact_under_a_seed_and_within_zero_to_exp() {
+    let d = delays_for(Jitter::Full, 42).await;
+    assert_eq!(
+        d,
+        delays_for(Jitter::Full, 42).await,
+        "same seed, same delays"
+    );
+    assert_ne!(
+        d,
+        delays_for(Jitter::Full, 43).await,
+        "another seed, other delays"
+    );
+    let exp = ms(&[100, 200, 400, 800, 1000]);
+    for (got, cap) in d.iter().zip(&exp) {
+        assert!(got <= cap, "{got:?} > {cap:?}");
+    }
+    assert_eq!(d, FULL_42.map(Duration::from_nanos).to_vec());
+}
+
+#[tokio::test(start_paused = true)]
+async fn equal_jitter_delays_are_exact_under_a_seed_and_within_half_to_exp() {
+    let d = delays_for(Jitter::Equal, 42).await;
+    assert_eq!(d, delays_for(Jitter::Equal, 42).await);
+    let exp = ms(&[100, 200, 400, 800, 1000]);
+    for (got, cap) in d.iter().zip(&exp) {
+        assert!(
+            *got >= *cap / 2 && got <= cap,
+            "{got:?} not in [{:?}, {cap:?}]",
+            *cap / 2
+        );
+    }
+    assert_eq!(d, EQUAL_42.map(Duration::from_nanos).to_vec());
+}
+
+#[tokio::test(start_paused = true)]
+async fn decorrelated_jitter_delays_are_exact_under_a_seed_and_within_base_to_3x_previous() {
+    let d = delays_for(Jitter::Decorrelated, 42).await;
+    assert_eq!(d, delays_for(Jitter::Decorrelated, 42).await);
+    let mut previous = Duration::from_millis(100);
+    for got in &d {
+        assert!(*got >= Duration::from_millis(100), "{got:?} below base");
+        assert!(
+            *got <= (previous * 3).min(Duration::from_secs(1)),
+            "{got:?}"
+        );
+        previous = *got;
+    }
+    assert_eq!(d, DECORRELATED_42.map(Duration::from_nanos).to_vec());
+}
+
+// Recorded from seed 42; the bounds above hold for any seed.
+const FULL_42: [u64; 5] = [66913288, 37346044, 398898066, 69733604, 997594297];
+const EQUAL_42: [u64; 5] = [83456644, 118673022, 399449033, 434866802, 998797149];
+const DECORRELATED_42: [u64; 5] = [233826576, 212314443, 635464139, 257457817, 770755920];
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_is_never_exceeded_and_the_last_error_is_returned() {
+    let log = Log::default();
+    let layer = RetryLayer::builder().max_attempts(4).build().unwrap();
+    let handle = layer.handle();
+    let err = layer
+        .layer(flaky(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "refused");
+    assert_eq!(log.count(), 4);
+    let m = handle.metrics();
+    assert_eq!((m.attempts, m.retries, m.exhausted), (4, 3, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_after_failures_is_returned() {
+    let log = Log::default();
+    let layer = RetryLayer::builder().max_attempts(5).build().unwrap();
+    let n = layer.layer(flaky(&log, 2)).oneshot(()).await.unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(log.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_attempt_means_no_retry() {
+    let log = Log::default();
+    let layer = RetryLayer::builder().max_attempts(1).build().unwrap();
+    assert!(layer.layer(flaky(&log, 1)).oneshot(()).await.is_err());
+    assert_eq!(log.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_other_than_failure_are_not_retried() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .classify(|r: &Result<usize, BoxError>| match r {
+            Err(e) if e.to_string() == "refused" => Outcome::Ignored,
+            Err(_) => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+        })
+        .build()
+        .unwrap();
+    assert!(layer.layer(flaky(&log, 1)).oneshot(()).await.is_err());
+    assert_eq!(log.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_function_returning_none_sends_the_request_once() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .clone_with(|req: &Option<u8>| req.map(Some))
+        .build()
+        .unwrap();
+    let svc = {
+        let log = log.clone();
+        service_fn(move |_: Option<u8>| {
+            log.record();
+            async { Err::<(), BoxError>("refused".into()) }
+        })
+    };
+    assert!(layer.layer(svc.clone()).oneshot(None).await.is_err());
+    assert_eq!(log.count(), 1, "None: not retryable");
+    assert!(layer.layer(svc).oneshot(Some(1)).await.is_err());
+    assert_eq!(log.count(), 4, "Some: cloned and retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejections_retry_after_sets_the_next_delay() {
+    let log = Log::default();
+    let svc = {
+        let log = log.clone();
+        service_fn(move |()| {
+            let n = log.record();
+            async move {
+                match n {
+                    0 => Err::<(), BoxError>(RateLimited::new(Duration::from_millis(750)).into()),
+                    _ => Ok(()),
+                }
+            }
+        })
+    };
+    let layer = RetryLayer::builder()
+        .jitter(Jitter::None)
+        .initial_delay(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    layer.layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(log.gaps(), ms(&[750]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_rejection_retry_after_is_clamped_to_the_cap() {
+    let log = Log::default();
+    let svc = {
+        let log = log.clone();
+        service_fn(move |()| {
+            let n = log.record();
+            async move {
+                match n {
+                    0 => Err::<(), BoxError>(RateLimited::new(Duration::MAX).into()),
+                    _ => Ok(()),
+                }
+            }
+        })
+    };
+    let layer = RetryLayer::builder()
+        .jitter(Jitter::None)
+        .max_retry_after(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    layer.layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(log.gaps(), ms(&[2000]));
+}
+
+/// A stub breaker: open (with `retry_after`) for the first `open_for` calls, then answering.
+fn breaker_stub(
+    log: &Log,
+    open_for: usize,
+    retry_after: Option<Duration>,
+) -> impl Service<(), Response = (), Error = BoxError, Future = impl Send> + Clone {
+    let log = log.clone();
+    service_fn(move |()| {
+        let n = log.record();
+        async move {
+            if n < open_for {
+                Err::<(), BoxError>(CircuitOpen::new(retry_after).into())
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_is_retried_after_its_retry_after_when_it_fits() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .jitter(Jitter::None)
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = breaker_stub(&log, 1, Some(Duration::from_millis(1500)));
+    layer.layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(log.gaps(), ms(&[1500]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_whose_retry_after_passes_the_deadline_is_returned_at_once() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let svc = breaker_stub(&log, 1, Some(Duration::from_secs(10)));
+    let err = layer.layer(svc).oneshot(()).await.unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    assert_eq!(log.count(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_without_retry_after_is_returned_at_once() {
+    let log = Log::default();
+    let layer = RetryLayer::builder().build().unwrap();
+    let svc = breaker_stub(&log, 1, None);
+    let err = layer.layer(svc).oneshot(()).await.unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    assert_eq!(log.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_is_not_retried_past_max_attempts() {
+    let log = Log::default();
+    let layer = RetryLayer::builder().max_attempts(2).build().unwrap();
+    let svc = breaker_stub(&log, 10, Some(Duration::from_millis(100)));
+    assert!(layer.layer(svc).oneshot(()).await.is_err());
+    assert_eq!(log.count(), 2);
+}
+
+/// Hangs forever on the first `hangs` attempts, then answers.
+fn hanging(
+    log: &Log,
+    hangs: usize,
+) -> impl Service<(), Response = usize, Error = BoxError, Future = impl Send> + Clone {
+    let log = log.clone();
+    service_fn(move |()| {
+        let n = log.record();
+        async move {
+            if n < hangs {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, BoxError>(n)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_attempt_is_cut_by_the_attempt_timeout_and_retried() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .jitter(Jitter::None)
+        .initial_delay(Duration::from_millis(100))
+        .attempt_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let n = layer.layer(hanging(&log, 1)).oneshot(()).await.unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(log.gaps(), ms(&[1100]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_timing_out_returns_attempt_timed_out() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .max_attempts(2)
+        .attempt_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = layer
+        .layer(hanging(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<AttemptTimedOut>().unwrap().timeout(),
+        Duration::from_millis(300)
+    );
+    assert_eq!(log.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_starts_after_the_deadline() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .max_attempts(10)
+        .jitter(Jitter::None)
+        .initial_delay(Duration::from_secs(1))
+        .multiplier(1.0)
+        .deadline(Duration::from_millis(2500))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = layer
+        .layer(flaky(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "refused", "the last error, not swallowed");
+    assert_eq!(
+        log.count(),
+        3,
+        "attempts at 0 s, 1 s, 2 s; 3 s is past 2.5 s"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cancels_an_attempt_in_flight() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .deadline(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = layer
+        .layer(hanging(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_refuses_retries_beyond_its_ratio_under_concurrency() {
+    let budget = RetryBudget::builder()
+        .ratio(0.2)
+        .min_per_sec(0)
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .jitter(Jitter::None)
+        .budget(budget)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let log = Log::default();
+    // Every attempt fails after 10 ms, so all 50 first attempts are in flight together.
+    let svc = {
+        let log = log.clone();
+        service_fn(move |()| {
+            log.record();
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Err::<(), BoxError>("refused".into())
+            }
+        })
+    };
+    let svc = layer.layer(svc);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(svc.clone().oneshot(())))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err().to_string(), "refused");
+    }
+    let m = handle.metrics();
+    assert_eq!(m.retries, 10, "20% of 50 requests");
+    assert_eq!(m.budget_rejections, 50);
+    assert_eq!(log.count(), 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_floor_allows_retries_with_no_traffic_yet() {
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder()
+        .max_attempts(10)
+        .budget(budget)
+        .build()
+        .unwrap();
+    let log = Log::default();
+    assert!(layer
+        .layer(flaky(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .is_err());
+    assert_eq!(log.count(), 3, "a reserve of 1/s * 2 s = 2 retries");
+    assert_eq!(layer.handle().metrics().budget_rejections, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_and_services_of_one_layer_share_metrics() {
+    let layer = RetryLayer::builder().build().unwrap();
+    let log = Log::default();
+    let a = layer.layer(flaky(&log, usize::MAX));
+    let b = layer.clone().layer(flaky(&log, usize::MAX));
+    let _ = a.clone().oneshot(()).await;
+    let _ = b.oneshot(()).await;
+    assert_eq!(layer.handle().metrics().attempts, 6);
+    assert_eq!(a.handle().metrics().retries, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_hook_sees_attempt_delay_and_reason() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = {
+        let seen = seen.clone();
+        RetryLayer::builder()
+            .jitter(Jitter::None)
+            .on_retry(move |e| {
+                seen.lock()
+                    .unwrap()
+                    .push((e.attempt(), e.delay(), e.reason().to_string()))
+            })
+            .build()
+            .unwrap()
+    };
+    let log = Log::default();
+    layer.layer(flaky(&log, 2)).oneshot(()).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (1, Duration::from_millis(100), "error: refused".to_string()),
+            (2, Duration::from_millis(200), "error: refused".to_string()),
+        ]
+    );
+}
+
+#[derive(Clone)]
+struct NeverReady;
+
+impl Service<()> for NeverReady {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err("not ready".into()))
+    }
+    fn call(&mut self, _: ()) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_errors_pass_through() {
+    let layer = RetryLayer::builder().build().unwrap();
+    let err = layer.layer(NeverReady).oneshot(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "not ready");
+}
+
+#[test]
+fn bad_configuration_is_an_error_naming_the_field() {
+    let field = |r: Result<RetryLayer, seawall::ConfigError>| r.unwrap_err().field();
+    assert_eq!(
+        field(RetryLayer::builder().max_attempts(0).build()),
+        "max_attempts"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().multiplier(f64::NAN).build()),
+        "multiplier"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().multiplier(0.5).build()),
+        "multiplier"
+    );
+    assert_eq!(
+        field(
+            RetryLayer::builder()
+                .initial_delay(Duration::from_secs(5))
+                .max_delay(Duration::from_secs(1))
+                .build()
+        ),
+        "max_delay"
+    );
+    assert_eq!(
+        field(
+            RetryLayer::builder()
+                .max_retry_after(Duration::from_secs(7200))
+                .build()
+        ),
+        "max_retry_after"
+    );
+    assert_eq!(
+        field(
+            RetryLayer::builder()
+                .attempt_timeout(Duration::ZERO)
+                .build()
+        ),
+        "attempt_timeout"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().deadline(Duration::ZERO).build()),
+        "deadline"
+    );
+}
+
+#[test]
+fn services_and_futures_are_send_sync_and_static() {
+    fn assert_send_sync<T: Send + Sync + 'static>(_: &T) {}
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let layer = RetryLayer::builder().build().unwrap();
+    let mut svc = layer.layer(service_fn(|()| async { Ok::<(), BoxError>(()) }));
+    assert_send_sync(&layer);
+    assert_send_sync(&svc);
+    let fut = svc.call(());
+    assert_send(&fut);
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn retries_and_budget_exhaustion_are_traced_under_seawall_retry() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let budget = RetryBudget::builder()
+                .ratio(0.0)
+                .min_per_sec(1)
+                .ttl(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            let layer = RetryLayer::builder()
+                .jitter(Jitter::None)
+                .budget(budget)
+                .build()
+                .unwrap();
+            let log = Log::default();
+            let _ = layer.layer(flaky(&log, usize::MAX)).oneshot(()).await;
+        });
+    });
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let retry = out
+        .lines()
+        .find(|l| l.contains("retrying"))
+        .expect("a retry event");
+    assert!(retry.contains("seawall::retry"), "{retry}");
+    assert!(
+        retry.contains("attempt=1") && retry.contains("delay_ms=100"),
+        "{retry}"
+    );
+    assert!(retry.contains("refused"), "{retry}");
+    let empty = out
+        .lines()
+        .find(|l| l.contains("retry budget exhausted"))
+        .expect("a budget event");
+    assert!(
+        empty.contains("WARN") && empty.contains("attempt=2"),
+        "{empty}"
+    );
+}
