@@ -10,9 +10,10 @@
 //!   - a failure rate over the last `t` seconds, kept in buckets ([`Builder::time_window`]);
 //!   - with a window, a slow-call rate too ([`Builder::slow_calls`]).
 //!
-//!   Ignored outcomes don't count. The breaker trips when an outcome is recorded that brings a
-//!   count or a rate to its threshold (so always on a failure or a slow call, never on a
-//!   success), with at least [`Builder::minimum_calls`] in the window.
+//!   Ignored outcomes don't count. Rates are checked (both of them, with at least
+//!   [`Builder::minimum_calls`] in the window) each time a failure or a slow call is recorded,
+//!   never on a success: a success that brings the window up to the minimum does not trip the
+//!   breaker, the next failure does. This keeps successes, the hot path, free of any summing.
 //! - **OPEN**: calls are rejected at once with [`CircuitOpen`](crate::error::CircuitOpen),
 //!   whose `retry_after` says how long until the breaker half-opens. The open duration is
 //!   configurable, and may grow on repeated trips with jitter, up to a cap

@@ -497,16 +497,8 @@ impl Core {
             self.slow_log.push(seq);
         }
         let calls = seq.saturating_sub(low);
-        let failures = if failed {
-            self.failure_log.count_above(low)
-        } else {
-            0
-        };
-        let slows = if slow {
-            self.slow_log.count_above(low)
-        } else {
-            0
-        };
+        let failures = self.failure_log.count_above(low);
+        let slows = self.slow_log.count_above(low);
         if self.rate_trips(calls, failures, slows) {
             self.transition(Some(w), OPEN);
         }
