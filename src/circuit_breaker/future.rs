@@ -1,8 +1,8 @@
 //! The response future of [`CircuitBreaker`](super::CircuitBreaker).
 
-use super::layer::Token;
+use super::layer::{give_back, Token};
 use super::state::Admission;
-use crate::classify::Classify;
+use crate::classify::{Classify, Outcome};
 use crate::error::CircuitOpen;
 use pin_project_lite::pin_project;
 use std::fmt;
@@ -16,7 +16,8 @@ use tower::BoxError;
 /// Holds a call's place in the breaker: records its outcome, and gives a probe slot back if
 /// the call is dropped before it ends.
 pub(crate) struct Guard {
-    token: Arc<Token>,
+    // `Some` until dropped.
+    token: Option<Arc<Token>>,
     admission: Admission,
     done: bool,
 }
@@ -25,19 +26,42 @@ impl Guard {
     #[inline]
     pub(crate) fn new(token: Arc<Token>, admission: Admission) -> Self {
         Self {
-            token,
+            token: Some(token),
             admission,
             done: false,
         }
     }
+
+    #[inline]
+    fn token(&self) -> &Token {
+        self.token.as_deref().expect("a live guard has its token")
+    }
+
+    #[inline]
+    fn times_calls(&self) -> bool {
+        self.token().core.times_calls()
+    }
+
+    #[inline]
+    fn finish(&mut self, outcome: Outcome, started: Option<Instant>) {
+        self.done = true;
+        let token = self.token();
+        token
+            .core
+            .finish(token.shard, self.admission, outcome, started);
+    }
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
-        if !self.done {
-            if let Admission::Probe(epoch) = self.admission {
-                self.token.core.release_probe(epoch);
+        if let Some(token) = self.token.take() {
+            if !self.done {
+                if let Admission::Probe(epoch) = self.admission {
+                    token.core.release_probe(epoch);
+                }
             }
+            give_back(token);
         }
     }
 }
@@ -119,22 +143,15 @@ where
                 let result = match future.poll(cx) {
                     Poll::Ready(result) => result,
                     Poll::Pending => {
-                        if started.is_none()
-                            && !guard.done
-                            && guard.token.core.times_calls()
-                        {
+                        if started.is_none() && !guard.done && guard.times_calls() {
                             *started = Some(Instant::now());
                         }
                         return Poll::Pending;
                     }
                 };
                 if !guard.done {
-                    guard.done = true;
                     let outcome = classifier.classify(&result);
-                    guard
-                        .token
-                        .core
-                        .finish(guard.token.shard, guard.admission, outcome, *started);
+                    guard.finish(outcome, *started);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
