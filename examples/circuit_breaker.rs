@@ -60,7 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let started = Instant::now();
     let stamp = move || format!("[{:>5} ms]", started.elapsed().as_millis());
     let addr = flaky_server(started).await?;
-    println!("{} flaky server on http://{addr} (fails for {OUTAGE:?})", stamp());
+    println!(
+        "{} flaky server on http://{addr} (fails for {OUTAGE:?})",
+        stamp()
+    );
 
     let breaker = CircuitBreakerLayer::builder()
         .consecutive_failures(3)

@@ -140,10 +140,16 @@ async fn open_rejects_at_once_with_time_until_half_open() {
     let (mut svc, handle) = breaker(consecutive(1));
     trip(&mut svc, 1).await;
     let r = call(&mut svc, Call::Ok).await;
-    assert_eq!(is_open(&r).unwrap().retry_after(), Some(Duration::from_secs(10)));
+    assert_eq!(
+        is_open(&r).unwrap().retry_after(),
+        Some(Duration::from_secs(10))
+    );
     advance(Duration::from_secs(4)).await;
     let r = call(&mut svc, Call::Ok).await;
-    assert_eq!(is_open(&r).unwrap().retry_after(), Some(Duration::from_secs(6)));
+    assert_eq!(
+        is_open(&r).unwrap().retry_after(),
+        Some(Duration::from_secs(6))
+    );
     let err = r.unwrap_err();
     let rejection = Rejection::find(&*err).unwrap();
     assert_eq!(rejection.layer(), "circuit_breaker");
@@ -203,7 +209,10 @@ async fn a_failed_probe_reopens() {
     call(&mut svc, Call::Fail).await.unwrap_err();
     assert_eq!(handle.state(), State::Open);
     let r = call(&mut svc, Call::Ok).await;
-    assert_eq!(is_open(&r).unwrap().retry_after(), Some(Duration::from_secs(10)));
+    assert_eq!(
+        is_open(&r).unwrap().retry_after(),
+        Some(Duration::from_secs(10))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,7 +262,10 @@ async fn open_duration_grows_on_repeated_trips_up_to_the_cap() {
     call(&mut svc, Call::Ok).await.unwrap();
     trip(&mut svc, 1).await;
     let r = call(&mut svc, Call::Ok).await;
-    assert_eq!(is_open(&r).unwrap().retry_after(), Some(Duration::from_secs(1)));
+    assert_eq!(
+        is_open(&r).unwrap().retry_after(),
+        Some(Duration::from_secs(1))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -302,7 +314,14 @@ async fn count_window_forgets_failures_that_slid_out() {
             .minimum_calls(4),
     );
     // F F S S: 50 % would trip, but the window only fills with the fourth call, a success.
-    for c in [Call::Fail, Call::Ok, Call::Ok, Call::Ok, Call::Ok, Call::Fail] {
+    for c in [
+        Call::Fail,
+        Call::Ok,
+        Call::Ok,
+        Call::Ok,
+        Call::Ok,
+        Call::Fail,
+    ] {
         let _ = call(&mut svc, c).await;
     }
     // Window: S S S F: 25 %.
@@ -331,7 +350,11 @@ async fn time_window_counts_only_the_last_buckets() {
         call(&mut svc, Call::Ok).await.unwrap();
     }
     call(&mut svc, Call::Fail).await.unwrap_err();
-    assert_eq!(handle.state(), State::Closed, "1 failure of 4 in the window");
+    assert_eq!(
+        handle.state(),
+        State::Closed,
+        "1 failure of 4 in the window"
+    );
     call(&mut svc, Call::Fail).await.unwrap_err();
     call(&mut svc, Call::Fail).await.unwrap_err();
     assert_eq!(handle.state(), State::Open, "3 of 6 in the window");
@@ -351,7 +374,11 @@ async fn slow_call_rate_trips_the_breaker() {
     call(&mut svc, Call::Ok).await.unwrap();
     assert_eq!(handle.state(), State::Closed);
     call(&mut svc, Call::Slow(500)).await.unwrap();
-    assert_eq!(handle.state(), State::Open, "2 of 4 calls took 500 ms or more");
+    assert_eq!(
+        handle.state(),
+        State::Open,
+        "2 of 4 calls took 500 ms or more"
+    );
     assert_eq!(handle.metrics().slow_calls, 2);
 }
 
@@ -363,7 +390,10 @@ async fn force_open_force_closed_disable_and_reset() {
     let r = call(&mut svc, Call::Ok).await;
     assert_eq!(is_open(&r).unwrap().retry_after(), None);
     advance(Duration::from_secs(3600)).await;
-    assert!(is_open(&call(&mut svc, Call::Ok).await).is_some(), "stays open");
+    assert!(
+        is_open(&call(&mut svc, Call::Ok).await).is_some(),
+        "stays open"
+    );
 
     handle.force_closed();
     assert_eq!(handle.state(), State::Closed);
@@ -373,7 +403,11 @@ async fn force_open_force_closed_disable_and_reset() {
     for _ in 0..10 {
         call(&mut svc, Call::Fail).await.unwrap_err();
     }
-    assert_eq!(handle.state(), State::Disabled, "failures don't trip a disabled breaker");
+    assert_eq!(
+        handle.state(),
+        State::Disabled,
+        "failures don't trip a disabled breaker"
+    );
 
     handle.reset();
     assert_eq!(handle.state(), State::Closed);
@@ -475,7 +509,10 @@ async fn a_dropped_probe_future_frees_its_slot() {
     advance(Duration::from_secs(10)).await;
     let probe = svc.ready().await.unwrap().call(Call::Slow(1_000));
     assert_eq!(handle.state(), State::HalfOpen);
-    assert!(is_open(&call(&mut svc, Call::Ok).await).is_some(), "slot taken");
+    assert!(
+        is_open(&call(&mut svc, Call::Ok).await).is_some(),
+        "slot taken"
+    );
     drop(probe);
     call(&mut svc, Call::Ok).await.unwrap();
     assert_eq!(handle.state(), State::Closed);
@@ -560,10 +597,10 @@ async fn an_open_breaker_leaves_the_inner_readiness_alone() {
 
 mod http_face {
     use super::*;
+    use ::http::{Request, Response, StatusCode};
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
-    use ::http::{Request, Response, StatusCode};
     use seawall::http::RejectionResponseLayer;
     use tower::ServiceBuilder;
 
@@ -624,7 +661,11 @@ mod http_face {
             let res = app.clone().oneshot(get("/fail")).await.unwrap();
             assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
-        assert_eq!(handle.state(), State::Open, "one breaker across routes and clones");
+        assert_eq!(
+            handle.state(),
+            State::Open,
+            "one breaker across routes and clones"
+        );
         let res = app.clone().oneshot(get("/ok")).await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()["retry-after"], "30");

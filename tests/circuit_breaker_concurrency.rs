@@ -1,6 +1,7 @@
 //! The breaker under many tasks on a multi-thread runtime.
 #![cfg(feature = "circuit-breaker")]
 
+use futures::FutureExt;
 use seawall::circuit_breaker::{CircuitBreakerLayer, State};
 use seawall::error::CircuitOpen;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,38 +100,49 @@ fn dropped_probes_free_their_slots_under_concurrency() {
             .build()
             .unwrap();
         let handle = layer.handle();
-        let svc = layer.layer(service_fn(|fail: bool| async move {
-            if fail {
-                return Err::<(), std::io::Error>(std::io::Error::other("boom"));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let e = Arc::clone(&entered);
+        let svc = layer.layer(service_fn(move |fail: bool| {
+            let e = Arc::clone(&e);
+            async move {
+                if fail {
+                    return Err::<(), std::io::Error>(std::io::Error::other("boom"));
+                }
+                e.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok(())
             }
-            std::future::pending::<()>().await;
-            Ok(())
         }));
         svc.clone().oneshot(true).await.unwrap_err();
-        // Many tasks grab probe slots and are aborted mid-call.
+        // Many tasks race for the probe slots; the winners are aborted mid-call.
         let tasks: Vec<_> = (0..TASKS)
             .map(|_| tokio::spawn(svc.clone().oneshot(false)))
             .collect();
-        tokio::task::yield_now().await;
+        while entered.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
         for t in &tasks {
             t.abort();
         }
         for t in tasks {
             let _ = t.await;
         }
+        assert_eq!(handle.state(), State::HalfOpen);
+        let before = entered.load(Ordering::SeqCst);
         // Every slot is free again: four new probes are admitted, a fifth is not.
         let pending: Vec<_> = (0..4)
             .map(|_| tokio::spawn(svc.clone().oneshot(false)))
             .collect();
-        loop {
-            let err = svc.clone().oneshot(false).await.unwrap_err();
-            if err.downcast_ref::<CircuitOpen>().unwrap().retry_after().is_none() {
-                break;
-            }
+        while entered.load(Ordering::SeqCst) < before + 4 {
+            tokio::task::yield_now().await;
         }
-        assert_eq!(handle.state(), State::HalfOpen);
+        let fifth = svc.clone().oneshot(false).now_or_never();
+        let err = fifth.expect("rejected at once").unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+            None
+        );
         for t in pending {
-            assert!(!t.is_finished());
             t.abort();
         }
     });
@@ -146,7 +158,9 @@ fn concurrent_failures_trip_exactly_once() {
             .unwrap();
         let handle = layer.handle();
         let mut events = handle.subscribe();
-        let svc = layer.layer(service_fn(|_: ()| async { Err::<(), std::io::Error>(std::io::Error::other("boom")) }));
+        let svc = layer.layer(service_fn(|_: ()| async {
+            Err::<(), std::io::Error>(std::io::Error::other("boom"))
+        }));
         let tasks: Vec<_> = (0..TASKS)
             .map(|_| {
                 let svc = svc.clone();

@@ -36,8 +36,17 @@ enum Op {
 #[derive(Debug, Clone, Copy)]
 enum Policy {
     Consecutive(u32),
-    Count { size: u32, min: u32, rate: f64 },
-    Time { length_ms: u64, buckets: u32, min: u32, rate: f64 },
+    Count {
+        size: u32,
+        min: u32,
+        rate: f64,
+    },
+    Time {
+        length_ms: u64,
+        buckets: u32,
+        min: u32,
+        rate: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +134,9 @@ impl Model {
     fn admit(&mut self, now_us: u64) -> Admit {
         match self.state {
             MState::Closed => Admit::Closed,
-            MState::Open { until_us } if now_us < until_us => Admit::Rejected(Some(until_us - now_us)),
+            MState::Open { until_us } if now_us < until_us => {
+                Admit::Rejected(Some(until_us - now_us))
+            }
             MState::Open { .. } => {
                 self.state = MState::HalfOpen { successes: 0 };
                 Admit::Probe
@@ -216,8 +227,7 @@ impl Model {
                 Policy::Time {
                     length_ms, buckets, ..
                 } => {
-                    let bucket_us =
-                        (Duration::from_millis(length_ms) / buckets).as_micros() as u64;
+                    let bucket_us = (Duration::from_millis(length_ms) / buckets).as_micros() as u64;
                     let bucket = now_us / bucket_us;
                     self.window.push_back((bucket, failed, slow));
                     let live = self
@@ -270,7 +280,10 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         proptest::option::of((50u64..300, rate())),
         1u32..4,
         100u64..2_000,
-        proptest::option::of((prop_oneof![Just(1.0), Just(1.5), Just(2.0)], 2_000u64..6_000)),
+        proptest::option::of((
+            prop_oneof![Just(1.0), Just(1.5), Just(2.0)],
+            2_000u64..6_000,
+        )),
     )
         .prop_map(|(policy, slow, probes, open_ms, growth)| Cfg {
             slow: match policy {

@@ -423,7 +423,10 @@ mod tests {
     fn bad_values_name_their_field() {
         let b = Builder::default;
         assert_eq!(field(b().consecutive_failures(0)), "consecutive_failures");
-        assert_eq!(field(b().consecutive_failures(5000)), "consecutive_failures");
+        assert_eq!(
+            field(b().consecutive_failures(5000)),
+            "consecutive_failures"
+        );
         assert_eq!(
             field(b().consecutive_failures(3).failure_rate(0.5)),
             "consecutive_failures"
@@ -442,7 +445,10 @@ mod tests {
             "slow_calls"
         );
         assert_eq!(
-            field(b().consecutive_failures(3).slow_calls(Duration::from_secs(1), 0.5)),
+            field(
+                b().consecutive_failures(3)
+                    .slow_calls(Duration::from_secs(1), 0.5)
+            ),
             "slow_calls"
         );
         assert_eq!(field(b().open_duration(Duration::ZERO)), "open_duration");

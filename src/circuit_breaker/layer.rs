@@ -282,13 +282,11 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let (shard, token) = take_token(&self.shared);
         match self.shared.core.admit(shard) {
-            Ok(admission) => {
-                ResponseFuture::called(
-                    self.inner.call(req),
-                    Guard::new(token, admission),
-                    self.classifier.clone(),
-                )
-            }
+            Ok(admission) => ResponseFuture::called(
+                self.inner.call(req),
+                Guard::new(token, admission),
+                self.classifier.clone(),
+            ),
             Err(open) => {
                 give_back(token);
                 ResponseFuture::rejected(open)

@@ -593,11 +593,12 @@ impl Core {
                 self.transition(Some(w), CLOSED);
                 return;
             }
-            match self
-                .word
-                .0
-                .compare_exchange_weak(w, w + B_ONE, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.word.0.compare_exchange_weak(
+                w,
+                w + B_ONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(now) => w = now,
             }
@@ -608,11 +609,12 @@ impl Core {
     pub(crate) fn release_probe(&self, epoch: u32) {
         let mut w = self.word.0.load(Ordering::Acquire);
         while same_phase(w, HALF_OPEN, epoch) && field_a(w) > 0 {
-            match self
-                .word
-                .0
-                .compare_exchange_weak(w, w - A_ONE, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.word.0.compare_exchange_weak(
+                w,
+                w - A_ONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(now) => w = now,
             }
@@ -675,7 +677,9 @@ impl Core {
         if from != to {
             let (from, to) = (state_name(from), state_name(to));
             match open_for {
-                Some(d) => tracing::warn!(target: TARGET, %from, %to, open_for = ?d, "circuit breaker opened"),
+                Some(d) => {
+                    tracing::warn!(target: TARGET, %from, %to, open_for = ?d, "circuit breaker opened")
+                }
                 None => tracing::info!(target: TARGET, %from, %to, "circuit breaker changed state"),
             }
             // No subscriber is fine.
@@ -702,7 +706,8 @@ impl Core {
     fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for s in self.shards.iter() {
-            t.calls += s.closed_calls.load(Ordering::Relaxed) + s.other_calls.load(Ordering::Relaxed);
+            t.calls +=
+                s.closed_calls.load(Ordering::Relaxed) + s.other_calls.load(Ordering::Relaxed);
             t.ignored += s.ignored.load(Ordering::Relaxed);
             t.failures += s.failures.load(Ordering::Relaxed);
             t.slow += s.slow.load(Ordering::Relaxed);
