@@ -303,8 +303,10 @@ impl Core {
         self.bucket_us != 0 || (started && self.slow_after.is_some())
     }
 
+    #[inline]
     fn micros(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.base).as_micros() as u64
+        let d = t.saturating_duration_since(self.base);
+        d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
