@@ -82,7 +82,10 @@ pub fn criterion() -> criterion::Criterion {
 
 /// Runs `iters` calls on each of `threads` threads at once, each thread on its own
 /// current-thread runtime inside `tokio::task::unconstrained`, and returns the wall time from
-/// the moment all threads start to the moment the last one ends.
+/// the moment the first thread starts to the moment the last one ends.
+///
+/// Each thread reads its own start and end time, so a spawning thread that is descheduled on a
+/// busy machine cannot shorten (or zero) the measured span.
 ///
 /// `make_loop(thread_index, iters)` builds the future one thread runs; it should make `iters`
 /// calls. Use with `Bencher::iter_custom` and `Throughput::Elements(threads)`: criterion's
@@ -94,7 +97,7 @@ where
     Fut: Future<Output = ()>,
 {
     let make_loop = Arc::new(make_loop);
-    let barrier = Arc::new(Barrier::new(threads + 1));
+    let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let make_loop = Arc::clone(&make_loop);
@@ -103,17 +106,17 @@ where
                 let rt = runtime();
                 let fut = make_loop(i, iters);
                 barrier.wait();
+                let start = Instant::now();
                 rt.block_on(tokio::task::unconstrained(fut));
-                Instant::now()
+                (start, Instant::now())
             })
         })
         .collect();
-    barrier.wait();
-    let start = Instant::now();
-    let end = handles
+    let spans: Vec<(Instant, Instant)> = handles
         .into_iter()
         .map(|h| h.join().expect("bench thread"))
-        .max()
-        .expect("at least one thread");
+        .collect();
+    let start = spans.iter().map(|s| s.0).min().expect("at least one thread");
+    let end = spans.iter().map(|s| s.1).max().expect("at least one thread");
     end - start
 }
