@@ -1,1 +1,181 @@
-//! correlation: under construction.
+//! Correlation ids: one id from the edge to every log line and every downstream call.
+//!
+//! - [`CorrelationIdLayer`] (server side) reads the id from the request's `x-correlation-id`
+//!   header (or any names you list, in order of preference), checks it, and makes a new one
+//!   when it is missing or refused. The id then goes
+//!   - into the request's extensions, as a [`CorrelationId`] (in axum,
+//!     `Extension<CorrelationId>` extracts it),
+//!   - into the request's header, so the handler and anything it forwards headers to see the
+//!     same valid value,
+//!   - into a `tracing` span, `correlation{correlation_id=...}` under the target
+//!     `seawall::correlation`, that wraps the inner call: every event in the handler carries it,
+//!   - into the task, for the whole inner call: [`CorrelationId::current`] returns it,
+//!   - onto the response header, including the `503`/`429` that
+//!     [`RejectionResponseLayer`](crate::http::RejectionResponseLayer) makes of other seawall
+//!     layers' rejections when it sits inside this layer.
+//! - [`PropagateCorrelationIdLayer`] (client side) puts the current id on every outbound
+//!   `http::Request` made from that task. Tasks spawned with [`spawn`] (or futures wrapped with
+//!   [`with_current`] or [`CorrelationId::scope`]) carry the id along.
+//!
+//! # Which ids are accepted
+//!
+//! An incoming id is refused when it is empty, longer than 128 bytes, or holds anything but
+//! visible ASCII without separators (RFC 9110 `tchar`, [`CharSet::token`]): no space, no
+//! control character, no CR or LF, no quote, no byte above `0x7e`. Such ids would poison log
+//! lines or headers downstream. A refused id is replaced by a new one, and a `DEBUG` event under
+//! `seawall::correlation` records the header, the reason, the replacement and the refused value
+//! escaped and cut to 32 bytes: never the raw bytes. (`DEBUG`, because the client decides how
+//! often it happens.) [`CorrelationIdHandle::rejected`] counts them.
+//!
+//! # New ids
+//!
+//! Random UUIDs (version 4) by default, drawn from a per-thread cryptographically secure
+//! generator: no lock, no system call and no allocation of their own. See [`MakeUuidV4`] for
+//! why they are unpredictable enough, and [`MakeCorrelationId`] to plug in your own (a prefix
+//! and a counter, a ULID, ...).
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Extension, Router};
+//! use http::Request;
+//! use seawall::correlation::{CorrelationId, CorrelationIdLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let app = Router::new()
+//!     .route(
+//!         "/",
+//!         get(|Extension(id): Extension<CorrelationId>| async move {
+//!             // Also here, and in everything this handler awaits:
+//!             assert_eq!(CorrelationId::current().as_ref(), Some(&id));
+//!             tracing::info!("handling"); // carries correlation_id=... in its span
+//!             format!("hello, {id}")
+//!         }),
+//!     )
+//!     .layer(CorrelationIdLayer::new());
+//!
+//! let req = Request::get("/").header("x-correlation-id", "abc-123").body(axum::body::Body::empty()).unwrap();
+//! let res = app.clone().oneshot(req).await.unwrap();
+//! assert_eq!(res.headers()["x-correlation-id"], "abc-123");
+//!
+//! // A value that would break a log line is replaced by a fresh UUID.
+//! let req = Request::get("/").header("x-correlation-id", "evil\tvalue").body(axum::body::Body::empty()).unwrap();
+//! let res = app.oneshot(req).await.unwrap();
+//! assert_eq!(res.headers()["x-correlation-id"].len(), 36);
+//! # }
+//! ```
+//!
+//! On the client side, wrap the client that a handler calls:
+//!
+//! ```
+//! use seawall::correlation::PropagateCorrelationIdLayer;
+//! use tower::ServiceBuilder;
+//! # let client = tower::service_fn(|_: http::Request<String>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! # });
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(PropagateCorrelationIdLayer::new())
+//!     .service(client); // e.g. hyper_util's legacy `Client`
+//! ```
+//!
+//! # Order
+//!
+//! Put [`CorrelationIdLayer`] outermost on a server, outside
+//! [`RejectionResponseLayer`](crate::http::RejectionResponseLayer): then every response,
+//! rejections included, carries the id, and every other layer's events are inside the span.
+//! Errors (rather than responses) pass through it unchanged and carry no header. On a client,
+//! [`PropagateCorrelationIdLayer`] goes outside retry, so every attempt carries the id.
+//!
+//! # Cost
+//!
+//! No lock, no boxed future and no shared write per request. The future is a concrete type
+//! that enters the span and tokio's task-local scope on each poll. What allocates is putting
+//! the id into the request's extensions (an `http::Extensions` map is allocated on first use)
+//! and into header maps that have no room left; a fresh id takes a slice of a per-thread
+//! buffer.
+
+pub mod future;
+mod generate;
+mod id;
+mod layer;
+mod propagate;
+
+pub use self::generate::{MakeCorrelationId, MakeUuidV4};
+pub use self::id::{CharSet, CorrelationId, InvalidCorrelationId, DEFAULT_MAX_LEN, MAX_LEN_LIMIT};
+pub use self::layer::{Builder, CorrelationIdHandle, CorrelationIdLayer, SetCorrelationId};
+pub use self::propagate::{PropagateCorrelationId, PropagateCorrelationIdLayer};
+
+use http::header::HeaderName;
+use std::future::Future;
+
+/// `x-correlation-id`, the default header name.
+pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+tokio::task_local! {
+    static CURRENT: CorrelationId;
+}
+
+impl CorrelationId {
+    /// The id of the request this task is handling: set by [`SetCorrelationId`] for the whole
+    /// inner call, and by [`CorrelationId::scope`], [`with_current`] and [`spawn`]. `None`
+    /// outside of those.
+    pub fn current() -> Option<CorrelationId> {
+        CURRENT.try_with(CorrelationId::clone).ok()
+    }
+
+    /// Runs `future` with this id as the current one.
+    ///
+    /// ```
+    /// use seawall::correlation::CorrelationId;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let id = CorrelationId::try_from("batch-42").unwrap();
+    /// let seen = id.clone().scope(async { CorrelationId::current() }).await;
+    /// assert_eq!(seen, Some(id));
+    /// assert_eq!(CorrelationId::current(), None);
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(self, future: F) -> future::Scoped<F> {
+        future::Scoped::new(Some(self), future)
+    }
+}
+
+/// Wraps `future` so that it runs with the current id, if there is one: for tasks spawned on
+/// something other than [`tokio::spawn`] (a `JoinSet`, another executor, ...).
+pub fn with_current<F: Future>(future: F) -> future::Scoped<F> {
+    future::Scoped::new(CorrelationId::current(), future)
+}
+
+/// [`tokio::spawn`]s `future` with the current id, if there is one, so the task logs under and
+/// propagates the same id.
+///
+/// ```
+/// use seawall::correlation::{self, CorrelationId};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let id = CorrelationId::try_from("job-7").unwrap();
+/// id.clone()
+///     .scope(async move {
+///         let seen = correlation::spawn(async { CorrelationId::current() }).await.unwrap();
+///         assert_eq!(seen, Some(id));
+///         // A plain `tokio::spawn` starts without one.
+///         let lost = tokio::spawn(async { CorrelationId::current() }).await.unwrap();
+///         assert_eq!(lost, None);
+///     })
+///     .await;
+/// # }
+/// ```
+///
+/// # Panics
+/// As [`tokio::spawn`]: when called outside a tokio runtime.
+#[track_caller]
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(with_current(future))
+}
