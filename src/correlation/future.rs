@@ -69,11 +69,13 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 }
 
 pin_project! {
-    /// A future run with a correlation id as its task's current one, or as it is when there
-    /// was none: made by [`CorrelationId::scope`] and [`with_current`](super::with_current).
+    /// A future run with a correlation id as its task's current one (or as it is, when there
+    /// was none) and inside a `tracing` span, so its log lines carry the id: made by
+    /// [`CorrelationId::scope`] and [`with_current`](super::with_current).
     pub struct Scoped<F> {
         #[pin]
         state: State<F>,
+        span: Span,
     }
 }
 
@@ -86,14 +88,14 @@ pin_project! {
 }
 
 impl<F: Future> Scoped<F> {
-    pub(crate) fn new(id: Option<CorrelationId>, future: F) -> Self {
+    pub(crate) fn new(id: Option<CorrelationId>, span: Span, future: F) -> Self {
         let state = match id {
             Some(id) => State::With {
                 future: CURRENT.scope(id, future),
             },
             None => State::Without { future },
         };
-        Self { state }
+        Self { state, span }
     }
 }
 
@@ -102,7 +104,9 @@ impl<F: Future> Future for Scoped<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.state.project() {
             StateProj::With { future } => future.poll(cx),
             StateProj::Without { future } => future.poll(cx),
         }
@@ -111,9 +115,13 @@ impl<F: Future> Future for Scoped<F> {
 
 impl<F> fmt::Debug for Scoped<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scoped = matches!(self.state, State::With { .. });
+        let id = match &self.state {
+            State::With { future } => format!("{future:?}"),
+            State::Without { .. } => "none".to_owned(),
+        };
         f.debug_struct("Scoped")
-            .field("with_id", &scoped)
+            .field("id", &id)
+            .field("span", &self.span)
             .finish_non_exhaustive()
     }
 }

@@ -186,27 +186,27 @@ pub enum InvalidCorrelationId {
 /// assert!(CharSet::from_bytes(b"a b").is_err()); // space is not visible
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CharSet(u128);
+pub struct CharSet([bool; 256]);
 
 impl CharSet {
     const fn of(bytes: &[u8]) -> Self {
-        let mut bits = 0u128;
+        let mut table = [false; 256];
         let mut i = 0;
         while i < bytes.len() {
-            bits |= 1 << bytes[i];
+            table[bytes[i] as usize] = true;
             i += 1;
         }
-        Self(bits)
+        Self(table)
     }
 
     const fn range(self, low: u8, high: u8) -> Self {
-        let mut bits = self.0;
+        let mut table = self.0;
         let mut b = low;
         while b <= high {
-            bits |= 1 << b;
+            table[b as usize] = true;
             b += 1;
         }
-        Self(bits)
+        Self(table)
     }
 
     /// The default: visible ASCII without separators, that is the `tchar` of an HTTP token
@@ -222,7 +222,7 @@ impl CharSet {
 
     /// ASCII letters and digits only.
     pub const fn alphanumeric() -> Self {
-        Self(0)
+        Self([false; 256])
             .range(b'0', b'9')
             .range(b'a', b'z')
             .range(b'A', b'Z')
@@ -255,8 +255,7 @@ impl CharSet {
     /// Whether `byte` is in the set.
     #[inline]
     pub const fn contains(&self, byte: u8) -> bool {
-        // Branch-free so the check loop vectorizes; bytes >= 128 are never in the set.
-        (byte < 128) & ((self.0 >> (byte & 127)) & 1 == 1)
+        self.0[byte as usize]
     }
 }
 
@@ -301,8 +300,8 @@ impl Policy {
                 max: self.max_len,
             });
         }
-        // No early return: the loop vectorizes, and valid ids (the common case) are read whole
-        // anyway.
+        // No early return: valid ids (the common case) are read whole anyway, and a branch-free
+        // loop is faster.
         let mut ok = true;
         for &b in bytes {
             ok &= self.chars.contains(b);
@@ -325,8 +324,8 @@ impl Policy {
 }
 
 /// Writes a refused value for a log line: at most [`Escaped::SHOWN`] bytes, each escaped as
-/// `std::ascii::escape_default` does (so the output is printable ASCII only), then the total
-/// length when the value was cut.
+/// `std::ascii::escape_default` does and spaces as `\x20` (so the output is visible ASCII only,
+/// with no space or quote that could forge a field), then `...` when the value was cut.
 pub(crate) struct Escaped<'a>(pub(crate) &'a [u8]);
 
 impl Escaped<'_> {
@@ -337,10 +336,14 @@ impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = &self.0[..self.0.len().min(Self::SHOWN)];
         for &b in shown {
-            fmt::Display::fmt(&std::ascii::escape_default(b), f)?;
+            // A space could start a forged `key=value` in a logfmt line: escape it too.
+            match b {
+                b' ' => f.write_str("\\x20")?,
+                _ => fmt::Display::fmt(&std::ascii::escape_default(b), f)?,
+            }
         }
         if self.0.len() > Self::SHOWN {
-            write!(f, "...({} bytes)", self.0.len())?;
+            f.write_str("...")?;
         }
         Ok(())
     }
@@ -387,8 +390,13 @@ mod tests {
     fn escaped_is_printable_and_truncated() {
         let raw: Vec<u8> = (0..=255u8).collect();
         let shown = Escaped(&raw).to_string();
-        assert!(shown.bytes().all(|b| (0x20..0x7f).contains(&b)));
-        assert!(shown.ends_with("...(256 bytes)"));
+        assert!(shown.bytes().all(|b| (0x21..0x7f).contains(&b)), "{shown}");
+        assert!(shown.starts_with("\\x00\\x01") && shown.ends_with("\\x1f..."));
+        assert!(shown.len() <= 32 * 4 + 3);
         assert_eq!(Escaped(b"a\r\nb").to_string(), "a\\r\\nb");
+        assert_eq!(
+            Escaped(b"x reason=\"ok\"").to_string(),
+            "x\\x20reason=\\\"ok\\\""
+        );
     }
 }

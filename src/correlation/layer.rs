@@ -329,11 +329,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let (id, at) = self.resolve(&mut req);
         req.extensions_mut().insert(id.clone());
-        let span = tracing::info_span!(
-            target: "seawall::correlation",
-            "correlation",
-            correlation_id = %id,
-        );
+        let span = super::span(&id);
         // The inner `call` runs in the span and the scope too: services that do work there
         // (a rejection, a client's request) see the id.
         let future = {

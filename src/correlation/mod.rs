@@ -126,7 +126,10 @@ impl CorrelationId {
         CURRENT.try_with(CorrelationId::clone).ok()
     }
 
-    /// Runs `future` with this id as the current one.
+    /// Runs `future` with this id as the current one, inside a new span
+    /// `correlation{correlation_id=...}` (as [`SetCorrelationId`] makes), so its log lines and
+    /// outbound requests carry the id: for work that does not start with a request, such as a
+    /// batch job or a message from a queue.
     ///
     /// ```
     /// use seawall::correlation::CorrelationId;
@@ -139,18 +142,30 @@ impl CorrelationId {
     /// # }
     /// ```
     pub fn scope<F: Future>(self, future: F) -> future::Scoped<F> {
-        future::Scoped::new(Some(self), future)
+        let span = span(&self);
+        future::Scoped::new(Some(self), span, future)
     }
 }
 
-/// Wraps `future` so that it runs with the current id, if there is one: for tasks spawned on
-/// something other than [`tokio::spawn`] (a `JoinSet`, another executor, ...).
-pub fn with_current<F: Future>(future: F) -> future::Scoped<F> {
-    future::Scoped::new(CorrelationId::current(), future)
+/// The span the server layer and [`CorrelationId::scope`] run their futures in.
+#[inline]
+fn span(id: &CorrelationId) -> tracing::Span {
+    tracing::info_span!(
+        target: "seawall::correlation",
+        "correlation",
+        correlation_id = %id,
+    )
 }
 
-/// [`tokio::spawn`]s `future` with the current id, if there is one, so the task logs under and
-/// propagates the same id.
+/// Wraps `future` so that it runs with the current id, if there is one, and inside the current
+/// `tracing` span (as `tracing::Instrument::in_current_span` does): for tasks spawned on
+/// something other than [`tokio::spawn`] (a `JoinSet`, another executor, ...).
+pub fn with_current<F: Future>(future: F) -> future::Scoped<F> {
+    future::Scoped::new(CorrelationId::current(), tracing::Span::current(), future)
+}
+
+/// [`tokio::spawn`]s `future` with the current id, if there is one, and inside the current
+/// `tracing` span, so the task logs under and propagates the same id.
 ///
 /// ```
 /// use seawall::correlation::{self, CorrelationId};

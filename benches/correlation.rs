@@ -1,0 +1,238 @@
+//! The correlation-id server layer against a bare HTTP service and against tower-http's
+//! `SetRequestId` + `PropagateRequestId` with `MakeRequestUuid`, with an incoming valid id and
+//! with a generated one, response echo included; single-threaded and with two threads.
+//!
+//! The bare service answers a response with one header (`content-type`, as an axum handler's
+//! response has), and every request carries `host` and `user-agent`, as every HTTP/1.1 request
+//! does: the header maps then have room, and what is measured is each layer's own work. The
+//! incoming id is a `Bytes`-backed value shared with the "connection buffer", as hyper hands it
+//! over.
+//!
+//! Run: `cargo bench --all-features --bench correlation`
+mod support;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures::FutureExt;
+use http::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderValue, Request, Response};
+use seawall::correlation::CorrelationIdLayer;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+#[global_allocator]
+static ALLOC: support::CountingAlloc = support::CountingAlloc;
+
+const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The bare HTTP service: always ready, answers at once with a `text/plain` response.
+#[derive(Clone, Copy)]
+struct Bare;
+
+impl Service<Request<()>> for Bare {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        std::hint::black_box(&req);
+        let mut res = Response::new(());
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        ready(Ok(res))
+    }
+}
+
+/// An incoming id, as hyper hands it over: a slice of a shared buffer.
+fn incoming_id() -> HeaderValue {
+    let buf = Bytes::copy_from_slice(
+        b"GET / HTTP/1.1\r\nx-correlation-id: 3f2b8c1e-9d4a-4b7e-a1c2-5e6f7a8b9c0d\r\n",
+    );
+    HeaderValue::from_maybe_shared(buf.slice(34..70)).unwrap()
+}
+
+/// A request as a server sees it, with the id or without.
+#[inline]
+fn request(id: Option<&HeaderValue>) -> Request<()> {
+    let mut req = Request::new(());
+    let headers = req.headers_mut();
+    headers.insert(HOST, HeaderValue::from_static("api.example.com"));
+    headers.insert(USER_AGENT, HeaderValue::from_static("bench/1.0"));
+    if let Some(id) = id {
+        headers.insert(X_CORRELATION_ID, id.clone());
+    }
+    req
+}
+
+/// One call: `ready().await`, then `call().await`, as a server's connection task does.
+macro_rules! one_call {
+    ($svc:expr, $id:expr) => {{
+        let svc = &mut $svc;
+        let res = svc.ready().await.unwrap().call(request($id)).await;
+        std::hint::black_box(res.ok());
+    }};
+}
+
+/// Every subject: a name, a service, and whether requests carry an id.
+macro_rules! for_each_subject {
+    ($m:ident) => {
+        $m!("bare, incoming id", Bare, true);
+        $m!("bare, no id", Bare, false);
+        $m!(
+            "seawall, incoming id",
+            CorrelationIdLayer::new().layer(Bare),
+            true
+        );
+        $m!(
+            "seawall, generated",
+            CorrelationIdLayer::new().layer(Bare),
+            false
+        );
+        $m!(
+            "tower-http, incoming id",
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(X_CORRELATION_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(X_CORRELATION_ID))
+                .service(Bare),
+            true
+        );
+        $m!(
+            "tower-http, generated",
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(X_CORRELATION_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(X_CORRELATION_ID))
+                .service(Bare),
+            false
+        );
+    };
+}
+
+fn single_thread(c: &mut Criterion) {
+    let mut group = c.benchmark_group("correlation/1 thread");
+    let rt = support::runtime();
+    let incoming = incoming_id();
+    macro_rules! bench {
+        ($name:expr, $svc:expr, $with_id:expr) => {{
+            let mut svc = $svc;
+            let id = $with_id.then_some(&incoming);
+            group.bench_function($name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(tokio::task::unconstrained(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            one_call!(svc, id);
+                        }
+                        start.elapsed()
+                    }))
+                })
+            });
+        }};
+    }
+    for_each_subject!(bench);
+    group.finish();
+}
+
+fn two_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("correlation/threads");
+    macro_rules! bench {
+        ($name:expr, $svc:expr, $with_id:expr) => {{
+            let svc = $svc;
+            for threads in [1usize, 2] {
+                group.throughput(Throughput::Elements(threads as u64));
+                let svc = svc.clone();
+                group.bench_function(format!("{} x{threads}", $name), move |b| {
+                    let svc = svc.clone();
+                    b.iter_custom(move |iters| {
+                        let svc = svc.clone();
+                        support::run_on_threads(threads, iters, move |_, iters| {
+                            let mut svc = svc.clone();
+                            let id = $with_id.then(incoming_id);
+                            async move {
+                                for _ in 0..iters {
+                                    one_call!(svc, id.as_ref());
+                                }
+                            }
+                        })
+                    })
+                });
+            }
+        }};
+    }
+    for_each_subject!(bench);
+    group.finish();
+}
+
+fn allocations(_: &mut Criterion) {
+    println!("\nallocations per call (request and response included, 1 thread):");
+    let incoming = incoming_id();
+    macro_rules! count {
+        ($name:expr, $svc:expr, $with_id:expr) => {{
+            let svc = Rc::new(RefCell::new($svc));
+            let id = $with_id.then_some(&incoming);
+            let per_call = support::allocations_per_call(10_000, || {
+                let svc = Rc::clone(&svc);
+                async move {
+                    let call = {
+                        let mut svc = svc.borrow_mut();
+                        let ready = svc.ready().now_or_never().expect("always ready");
+                        ready.unwrap().call(request(id))
+                    };
+                    std::hint::black_box(call.await.ok());
+                }
+            });
+            println!("  {:<28} {per_call:.2}", $name);
+        }};
+    }
+    for_each_subject!(count);
+}
+
+fn prof() {
+    let Ok(which) = std::env::var("CORR_PROF") else {
+        return;
+    };
+    let rt = support::runtime();
+    let incoming = incoming_id();
+    macro_rules! run {
+        ($name:expr, $svc:expr, $with_id:expr) => {{
+            if which == $name {
+                let mut svc = $svc;
+                let id = $with_id.then_some(&incoming);
+                rt.block_on(tokio::task::unconstrained(async {
+                    for _ in 0..100_000 {
+                        one_call!(svc, id);
+                    }
+                }));
+                std::process::exit(0);
+            }
+        }};
+    }
+    for_each_subject!(run);
+}
+
+criterion_group! {
+    name = benches;
+    config = support::criterion();
+    targets = allocations, single_thread, two_threads
+}
+fn main() {
+    prof();
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
