@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use futures::FutureExt;
 use http::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Request, Response};

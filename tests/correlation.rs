@@ -549,8 +549,11 @@ async fn current_is_none_outside_a_request() {
 }
 
 /// A client that records the `x-correlation-id` of every request it sends.
+/// The ids a recording client sent, in order.
+type Sent = Arc<Mutex<Vec<Option<HeaderValue>>>>;
+
 fn recording_client() -> (
-    Arc<Mutex<Vec<Option<HeaderValue>>>>,
+    Sent,
     impl Service<
             Request<String>,
             Response = Response<String>,

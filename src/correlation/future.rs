@@ -48,7 +48,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = {
-            let _entered = this.span.enter();
+            let _entered = super::enter(this.span);
             ready!(this.inner.as_mut().poll(cx))
         };
         let mut response = result?;
@@ -105,7 +105,7 @@ impl<F: Future> Future for Scoped<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
+        let _entered = super::enter(this.span);
         match this.state.project() {
             StateProj::With { future } => future.poll(cx),
             StateProj::Without { future } => future.poll(cx),

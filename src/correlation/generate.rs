@@ -111,18 +111,26 @@ pub(crate) fn uuid_v4() -> CorrelationId {
 
 /// `bytes` as a version 4, variant 1 UUID in hyphenated lowercase text.
 pub(crate) fn format_uuid_v4(mut bytes: [u8; 16]) -> [u8; UUID_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Where each byte's two hex digits go.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    /// Each byte's two hex digits.
+    const HEX: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut table = [[0u8; 2]; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = [DIGITS[b >> 4], DIGITS[b & 0x0f]];
+            b += 1;
+        }
+        table
+    };
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let mut out = [b'-'; UUID_LEN];
-    let mut at = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        out[at] = HEX[usize::from(b >> 4)];
-        out[at + 1] = HEX[usize::from(b & 0x0f)];
-        at += 2;
+    for (b, at) in bytes.iter().zip(AT) {
+        let [high, low] = HEX[usize::from(*b)];
+        out[at] = high;
+        out[at + 1] = low;
     }
     out
 }

