@@ -66,59 +66,92 @@ fn incoming_id() -> HeaderValue {
     HeaderValue::from_maybe_shared(buf.slice(34..70)).unwrap()
 }
 
-/// A request as a server sees it, with the id or without.
+/// What a request carries besides `host` and `user-agent`.
+#[derive(Clone, Copy)]
+struct Kind {
+    /// An `x-correlation-id` header.
+    id: bool,
+    /// An extension already, as axum's `MatchedPath` when the layer is added with
+    /// `Router::layer`: then the request's extension map exists before the layer runs.
+    routed: bool,
+}
+
+const INCOMING: Kind = Kind {
+    id: true,
+    routed: false,
+};
+const MISSING: Kind = Kind {
+    id: false,
+    routed: false,
+};
+const ROUTED: Kind = Kind {
+    id: true,
+    routed: true,
+};
+
+/// Stands for axum's `MatchedPath`.
+#[derive(Clone)]
+struct MatchedPath;
+
+/// A request as a server sees it.
 #[inline]
-fn request(id: Option<&HeaderValue>) -> Request<()> {
+fn request(kind: Kind, incoming: &HeaderValue) -> Request<()> {
     let mut req = Request::new(());
     let headers = req.headers_mut();
     headers.insert(HOST, HeaderValue::from_static("api.example.com"));
     headers.insert(USER_AGENT, HeaderValue::from_static("bench/1.0"));
-    if let Some(id) = id {
-        headers.insert(X_CORRELATION_ID, id.clone());
+    if kind.id {
+        headers.insert(X_CORRELATION_ID, incoming.clone());
+    }
+    if kind.routed {
+        req.extensions_mut().insert(MatchedPath);
     }
     req
 }
 
 /// One call: `ready().await`, then `call().await`, as a server's connection task does.
 macro_rules! one_call {
-    ($svc:expr, $id:expr) => {{
+    ($svc:expr, $kind:expr, $incoming:expr) => {{
         let svc = &mut $svc;
-        let res = svc.ready().await.unwrap().call(request($id)).await;
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request($kind, $incoming))
+            .await;
         std::hint::black_box(res.ok());
     }};
 }
 
-/// Every subject: a name, a service, and whether requests carry an id.
+fn seawall() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+    CorrelationIdLayer::new().layer(Bare)
+}
+
+fn tower_http() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(X_CORRELATION_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(X_CORRELATION_ID))
+        .service(Bare)
+}
+
+/// Every subject: a name, a service, and what its requests carry.
 macro_rules! for_each_subject {
     ($m:ident) => {
-        $m!("bare, incoming id", Bare, true);
-        $m!("bare, no id", Bare, false);
-        $m!(
-            "seawall, incoming id",
-            CorrelationIdLayer::new().layer(Bare),
-            true
-        );
-        $m!(
-            "seawall, generated",
-            CorrelationIdLayer::new().layer(Bare),
-            false
-        );
-        $m!(
-            "tower-http, incoming id",
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(X_CORRELATION_ID, MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(X_CORRELATION_ID))
-                .service(Bare),
-            true
-        );
-        $m!(
-            "tower-http, generated",
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(X_CORRELATION_ID, MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(X_CORRELATION_ID))
-                .service(Bare),
-            false
-        );
+        $m!("bare, incoming id", Bare, INCOMING);
+        $m!("seawall, incoming id", seawall(), INCOMING);
+        $m!("tower-http, incoming id", tower_http(), INCOMING);
+        $m!("bare, no id", Bare, MISSING);
+        $m!("seawall, generated", seawall(), MISSING);
+        $m!("tower-http, generated", tower_http(), MISSING);
+    };
+}
+
+/// The same with a request whose extension map is in use (axum's `Router::layer`).
+macro_rules! for_each_routed_subject {
+    ($m:ident) => {
+        $m!("bare, incoming id, routed", Bare, ROUTED);
+        $m!("seawall, incoming id, routed", seawall(), ROUTED);
+        $m!("tower-http, incoming id, routed", tower_http(), ROUTED);
     };
 }
 
@@ -127,15 +160,14 @@ fn single_thread(c: &mut Criterion) {
     let rt = support::runtime();
     let incoming = incoming_id();
     macro_rules! bench {
-        ($name:expr, $svc:expr, $with_id:expr) => {{
+        ($name:expr, $svc:expr, $kind:expr) => {{
             let mut svc = $svc;
-            let id = $with_id.then_some(&incoming);
             group.bench_function($name, |b| {
                 b.iter_custom(|iters| {
                     rt.block_on(tokio::task::unconstrained(async {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            one_call!(svc, id);
+                            one_call!(svc, $kind, &incoming);
                         }
                         start.elapsed()
                     }))
@@ -144,13 +176,14 @@ fn single_thread(c: &mut Criterion) {
         }};
     }
     for_each_subject!(bench);
+    for_each_routed_subject!(bench);
     group.finish();
 }
 
 fn two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("correlation/threads");
     macro_rules! bench {
-        ($name:expr, $svc:expr, $with_id:expr) => {{
+        ($name:expr, $svc:expr, $kind:expr) => {{
             let svc = $svc;
             for threads in [1usize, 2] {
                 group.throughput(Throughput::Elements(threads as u64));
@@ -161,10 +194,10 @@ fn two_threads(c: &mut Criterion) {
                         let svc = svc.clone();
                         support::run_on_threads(threads, iters, move |_, iters| {
                             let mut svc = svc.clone();
-                            let id = $with_id.then(incoming_id);
+                            let incoming = incoming_id();
                             async move {
                                 for _ in 0..iters {
-                                    one_call!(svc, id.as_ref());
+                                    one_call!(svc, $kind, &incoming);
                                 }
                             }
                         })
@@ -181,24 +214,25 @@ fn allocations(_: &mut Criterion) {
     println!("\nallocations per call (request and response included, 1 thread):");
     let incoming = incoming_id();
     macro_rules! count {
-        ($name:expr, $svc:expr, $with_id:expr) => {{
+        ($name:expr, $svc:expr, $kind:expr) => {{
             let svc = Rc::new(RefCell::new($svc));
-            let id = $with_id.then_some(&incoming);
+            let incoming = &incoming;
             let per_call = support::allocations_per_call(10_000, || {
                 let svc = Rc::clone(&svc);
                 async move {
                     let call = {
                         let mut svc = svc.borrow_mut();
                         let ready = svc.ready().now_or_never().expect("always ready");
-                        ready.unwrap().call(request(id))
+                        ready.unwrap().call(request($kind, incoming))
                     };
                     std::hint::black_box(call.await.ok());
                 }
             });
-            println!("  {:<28} {per_call:.2}", $name);
+            println!("  {:<32} {per_call:.2}", $name);
         }};
     }
     for_each_subject!(count);
+    for_each_routed_subject!(count);
 }
 
 fn prof() {
@@ -208,13 +242,12 @@ fn prof() {
     let rt = support::runtime();
     let incoming = incoming_id();
     macro_rules! run {
-        ($name:expr, $svc:expr, $with_id:expr) => {{
+        ($name:expr, $svc:expr, $kind:expr) => {{
             if which == $name {
                 let mut svc = $svc;
-                let id = $with_id.then_some(&incoming);
                 rt.block_on(tokio::task::unconstrained(async {
                     for _ in 0..100_000 {
-                        one_call!(svc, id);
+                        one_call!(svc, $kind, &incoming);
                     }
                 }));
                 std::process::exit(0);
@@ -222,6 +255,7 @@ fn prof() {
         }};
     }
     for_each_subject!(run);
+    for_each_routed_subject!(run);
 }
 
 criterion_group! {

@@ -832,3 +832,28 @@ async fn scope_opens_a_span_with_the_id() {
         vec!["job-3".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn inner_call_sees_the_extension_and_its_future_the_current_id() {
+    let seen = Arc::new(Mutex::new((None, None)));
+    let svc = {
+        let seen = Arc::clone(&seen);
+        CorrelationIdLayer::new().layer(service_fn(move |req: Request<String>| {
+            let in_call = req.extensions().get::<CorrelationId>().cloned();
+            let seen = Arc::clone(&seen);
+            async move {
+                *seen.lock().unwrap() = (in_call, CorrelationId::current());
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        }))
+    };
+    svc.oneshot(request_with(
+        "x-correlation-id",
+        HeaderValue::from_static("c-1"),
+    ))
+    .await
+    .unwrap();
+    let (in_call, in_future) = seen.lock().unwrap().clone();
+    assert_eq!(in_call.unwrap(), "c-1");
+    assert_eq!(in_future.unwrap(), "c-1");
+}

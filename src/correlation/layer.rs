@@ -330,11 +330,13 @@ where
         let (id, at) = self.resolve(&mut req);
         req.extensions_mut().insert(id.clone());
         let span = super::span(&id);
-        // The inner `call` runs in the span and the scope too: services that do work there
-        // (a rejection, a client's request) see the id.
+        // The inner `call` runs in the span, so the events of layers that decide there (a
+        // rejection) carry the id. It does not run in the task-local scope: that would cost a
+        // clone and two swaps per request, for services that do their work in `call` rather
+        // than in their future; they find the id in the request's extensions.
         let future = {
             let _entered = super::enter(&span);
-            CURRENT.sync_scope(id.clone(), || self.inner.call(req))
+            self.inner.call(req)
         };
         let echo = self.shared.names[at].clone();
         ResponseFuture::new(CURRENT.scope(id, future), span, echo)

@@ -9,7 +9,8 @@
 //!     same valid value,
 //!   - into a `tracing` span, `correlation{correlation_id=...}` under the target
 //!     `seawall::correlation`, that wraps the inner call: every event in the handler carries it,
-//!   - into the task, for the whole inner call: [`CorrelationId::current`] returns it,
+//!   - into the task while the inner service's response future runs (in axum: the extractors
+//!     and the handler): [`CorrelationId::current`] returns it,
 //!   - onto the response header, including the `503`/`429` that
 //!     [`RejectionResponseLayer`](crate::http::RejectionResponseLayer) makes of other seawall
 //!     layers' rejections when it sits inside this layer.
@@ -119,9 +120,10 @@ tokio::task_local! {
 }
 
 impl CorrelationId {
-    /// The id of the request this task is handling: set by [`SetCorrelationId`] for the whole
-    /// inner call, and by [`CorrelationId::scope`], [`with_current`] and [`spawn`]. `None`
-    /// outside of those.
+    /// The id of the request this task is handling: set by [`SetCorrelationId`] while the
+    /// inner service's response future runs, and by [`CorrelationId::scope`], [`with_current`]
+    /// and [`spawn`]. `None` outside of those, and in the inner service's `call` itself (a
+    /// service that does its work there finds the id in the request's extensions).
     pub fn current() -> Option<CorrelationId> {
         CURRENT.try_with(CorrelationId::clone).ok()
     }
