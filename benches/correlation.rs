@@ -6,7 +6,11 @@
 //! response has), and every request carries `host` and `user-agent`, as every HTTP/1.1 request
 //! does: the header maps then have room, and what is measured is each layer's own work. The
 //! incoming id is a `Bytes`-backed value shared with the "connection buffer", as hyper hands it
-//! over.
+//! over. The "routed" rows send requests whose extension map is already in use, as axum's are
+//! when the layer is added with `Router::layer` (axum has put `MatchedPath` there).
+//!
+//! Besides criterion's figures, `fastest_rounds` prints the fastest of many short interleaved
+//! rounds per subject, which holds steady on a busy machine where criterion's means drift.
 //!
 //! Run: `cargo bench --all-features --bench correlation`
 mod support;
@@ -16,10 +20,10 @@ use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::FutureExt;
 use http::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Request, Response};
@@ -235,38 +239,61 @@ fn allocations(_: &mut Criterion) {
     for_each_routed_subject!(count);
 }
 
-fn prof() {
-    let Ok(which) = std::env::var("CORR_PROF") else {
-        return;
-    };
+/// Criterion's means drift with the other work on a shared machine. This prints, for each
+/// subject, the fastest of many short interleaved rounds: the figure a quiet machine gives,
+/// and a ratio that every subject measured under the same conditions.
+fn fastest_rounds(_: &mut Criterion) {
+    const ROUNDS: usize = 60;
+    const CALLS: u32 = 20_000;
     let rt = support::runtime();
     let incoming = incoming_id();
-    macro_rules! run {
+    let mut names = Vec::new();
+    let mut runs: Vec<Box<dyn FnMut() -> Duration>> = Vec::new();
+    macro_rules! add {
         ($name:expr, $svc:expr, $kind:expr) => {{
-            if which == $name {
-                let mut svc = $svc;
+            let mut svc = $svc;
+            let incoming = incoming.clone();
+            let rt = &rt;
+            names.push($name);
+            runs.push(Box::new(move || {
                 rt.block_on(tokio::task::unconstrained(async {
-                    for _ in 0..100_000 {
+                    let start = Instant::now();
+                    for _ in 0..CALLS {
                         one_call!(svc, $kind, &incoming);
                     }
-                }));
-                std::process::exit(0);
-            }
+                    start.elapsed()
+                }))
+            }));
         }};
     }
-    for_each_subject!(run);
-    for_each_routed_subject!(run);
+    for_each_subject!(add);
+    for_each_routed_subject!(add);
+    let mut best = vec![Duration::MAX; runs.len()];
+    for _ in 0..ROUNDS {
+        for (run, best) in runs.iter_mut().zip(&mut best) {
+            *best = (*best).min(run());
+        }
+    }
+    let ns: Vec<f64> = best
+        .iter()
+        .map(|d| d.as_nanos() as f64 / f64::from(CALLS))
+        .collect();
+    println!("\nfastest of {ROUNDS} interleaved rounds of {CALLS} calls, ns per call:");
+    for (i, name) in names.iter().enumerate() {
+        // Subjects come in threes: bare first, then seawall and tower-http on the same requests.
+        let bare = ns[i - i % 3];
+        println!(
+            "  {name:<32} {:>7.1}  +{:>6.1} over bare  x{:.2}",
+            ns[i],
+            ns[i] - bare,
+            ns[i] / bare
+        );
+    }
 }
 
 criterion_group! {
     name = benches;
     config = support::criterion();
-    targets = allocations, single_thread, two_threads
+    targets = allocations, fastest_rounds, single_thread, two_threads
 }
-fn main() {
-    prof();
-    benches();
-    criterion::Criterion::default()
-        .configure_from_args()
-        .final_summary();
-}
+criterion_main!(benches);
