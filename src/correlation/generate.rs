@@ -57,10 +57,10 @@ pub trait MakeCorrelationId {
 /// # Cost
 ///
 /// No lock and no system call per id (tower-http's `MakeRequestUuid` makes one `getrandom`
-/// call per id): about 50 ns for 16 random bytes and the text. The text is carved out of a
-/// per-thread 1 KiB buffer, so an id costs no allocation of its own; the buffer is reused once
-/// every id cut from it has been dropped. A `CorrelationId` kept for a long time keeps its
-/// buffer alive: 1 KiB at most.
+/// call per id): a few hundred instructions for 16 random bytes and the text. The text is
+/// carved out of a per-thread 1 KiB buffer, so an id costs no allocation of its own; the buffer
+/// is reused once every id cut from it has been dropped. A `CorrelationId` kept for a long time
+/// keeps its buffer alive: 1 KiB at most.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MakeUuidV4;
 

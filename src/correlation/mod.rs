@@ -92,11 +92,21 @@
 //!
 //! # Cost
 //!
-//! No lock, no boxed future and no shared write per request. The future is a concrete type
-//! that enters the span and tokio's task-local scope on each poll. What allocates is putting
-//! the id into the request's extensions (an `http::Extensions` map is allocated on first use)
-//! and into header maps that have no room left; a fresh id takes a slice of a per-thread
-//! buffer.
+//! No lock, no boxed future and no shared write per request: the future is a concrete type
+//! that enters the span and tokio's task-local scope on each poll. What a request pays for,
+//! measured against a bare HTTP service (`benches/correlation.rs`, 2-core VM):
+//!
+//! | part | about |
+//! |---|---|
+//! | putting the id in the request's extensions (on a request whose extension map is still empty, as hyper hands it over: three allocations) | 100-120 ns |
+//! | echoing it on the response | 50-70 ns |
+//! | four reference-count updates of the id's shared bytes (two copies: the extension, the echo) | 40-50 ns |
+//! | looking the header up, checking a 36-byte id, the span (no subscriber), the task-local scope | 25 ns each or less |
+//! | making a new UUID v4 and putting it on the request | 60-100 ns |
+//!
+//! In all, some 260-330 ns with an incoming id and 360-440 ns with a new one, where tower-http's
+//! `SetRequestId` + `PropagateRequestId` + `MakeRequestUuid` take 370-490 ns and 1,000-1,350 ns.
+//! A new id takes a slice of a per-thread buffer, so it allocates nothing of its own.
 
 pub mod future;
 mod generate;
