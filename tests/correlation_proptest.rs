@@ -25,12 +25,15 @@ fn run(
     let mut svc = {
         let seen = Arc::clone(&seen);
         layer.layer(service_fn(move |req: Request<()>| {
-            *seen.lock().unwrap() = Some((
-                req.extensions().get::<CorrelationId>().cloned().unwrap(),
-                req.headers()["x-correlation-id"].clone(),
-                CorrelationId::current().unwrap(),
-            ));
-            async { Ok::<_, Infallible>(Response::new(())) }
+            let seen = Arc::clone(&seen);
+            async move {
+                *seen.lock().unwrap() = Some((
+                    req.extensions().get::<CorrelationId>().cloned().unwrap(),
+                    req.headers()["x-correlation-id"].clone(),
+                    CorrelationId::current().unwrap(),
+                ));
+                Ok::<_, Infallible>(Response::new(()))
+            }
         }))
     };
     let mut req = Request::new(());
@@ -51,7 +54,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn arbitrary_header_bytes_always_give_a_valid_id(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+    fn arbitrary_header_bytes_always_give_a_valid_id(
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
         let layer = CorrelationIdLayer::new();
         let value = HeaderValue::from_bytes(&bytes).ok();
         let (ext, header, echoed) = run(&layer, value.clone());
@@ -88,8 +93,14 @@ proptest! {
     }
 
     #[test]
-    fn parsing_agrees_with_a_reference_model(s in any::<String>(), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        prop_assert_eq!(CorrelationId::try_from(s.as_str()).is_ok(), is_valid_default(s.as_bytes()));
+    fn parsing_agrees_with_a_reference_model(
+        s in any::<String>(),
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        prop_assert_eq!(
+            CorrelationId::try_from(s.as_str()).is_ok(),
+            is_valid_default(s.as_bytes())
+        );
         if let Ok(value) = HeaderValue::from_bytes(&bytes) {
             prop_assert_eq!(CorrelationId::try_from(value).is_ok(), is_valid_default(&bytes));
         }

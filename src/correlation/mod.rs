@@ -38,7 +38,7 @@
 //! # Example
 //!
 //! ```
-//! use axum::{routing::get, Extension, Router};
+//! use axum::{body::Body, routing::get, Extension, Router};
 //! use http::Request;
 //! use seawall::correlation::{CorrelationId, CorrelationIdLayer};
 //! use tower::ServiceExt;
@@ -57,13 +57,13 @@
 //!     )
 //!     .layer(CorrelationIdLayer::new());
 //!
-//! let req = Request::get("/").header("x-correlation-id", "abc-123").body(axum::body::Body::empty()).unwrap();
+//! let req = Request::get("/").header("x-correlation-id", "abc-123").body(Body::empty()).unwrap();
 //! let res = app.clone().oneshot(req).await.unwrap();
 //! assert_eq!(res.headers()["x-correlation-id"], "abc-123");
 //!
 //! // A value that would break a log line is replaced by a fresh UUID.
-//! let req = Request::get("/").header("x-correlation-id", "evil\tvalue").body(axum::body::Body::empty()).unwrap();
-//! let res = app.oneshot(req).await.unwrap();
+//! let req = Request::get("/").header("x-correlation-id", "evil\tvalue").body(Body::empty());
+//! let res = app.oneshot(req.unwrap()).await.unwrap();
 //! assert_eq!(res.headers()["x-correlation-id"].len(), 36);
 //! # }
 //! ```
