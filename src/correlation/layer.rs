@@ -23,7 +23,7 @@ const MAX_HEADER_NAMES: usize = 8;
 ///
 /// | setting | default | anchor |
 /// |---|---|---|
-/// | [`header_names`](Builder::header_names) | `x-correlation-id` | the most common name for an id meant to cross services (`x-request-id` is usually per hop) |
+/// | [`header_names`](Builder::header_names) | `x-correlation-id` | the usual name for an id that crosses services; add `x-request-id` (tower-http's default) as a second name to accept both |
 /// | [`max_len`](Builder::max_len) | 128 bytes | room for a UUID (36), a ULID (26) or a `traceparent` (55) with a prefix |
 /// | [`allowed_chars`](Builder::allowed_chars) | [`CharSet::token`] | RFC 9110 §5.6.2 `tchar`: visible ASCII without separators |
 /// | [`make_id`](Builder::make_id) | [`MakeUuidV4`] | RFC 9562 UUID version 4 |
