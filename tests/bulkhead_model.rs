@@ -98,17 +98,15 @@ fn run(capacity: usize, wait: bool, max_waiting: Option<usize>, ops: Vec<Op>) {
         let handle = layer.handle();
         let started = Arc::new(Mutex::new(BTreeSet::new()));
         let started2 = started.clone();
-        let mut svc = layer.layer(service_fn(
-            move |(id, rx): (u64, oneshot::Receiver<()>)| {
-                started2.lock().unwrap().insert(id);
-                let started = started2.clone();
-                async move {
-                    let _ = rx.await;
-                    started.lock().unwrap().remove(&id);
-                    Ok::<_, BoxError>(id)
-                }
-            },
-        ));
+        let mut svc = layer.layer(service_fn(move |(id, rx): (u64, oneshot::Receiver<()>)| {
+            started2.lock().unwrap().insert(id);
+            let started = started2.clone();
+            async move {
+                let _ = rx.await;
+                started.lock().unwrap().remove(&id);
+                Ok::<_, BoxError>(id)
+            }
+        }));
         let mut model = Model {
             capacity,
             wait,
@@ -128,7 +126,9 @@ fn run(capacity: usize, wait: bool, max_waiting: Option<usize>, ops: Vec<Op>) {
                     let rejected = model.call(id);
                     if rejected {
                         match fut.as_mut().poll(&mut cx) {
-                            Poll::Ready(Err(e)) => assert!(e.downcast_ref::<BulkheadFull>().is_some()),
+                            Poll::Ready(Err(e)) => {
+                                assert!(e.downcast_ref::<BulkheadFull>().is_some())
+                            }
                             other => panic!("call {id} should be rejected, got {other:?}"),
                         }
                     } else {
@@ -139,7 +139,11 @@ fn run(capacity: usize, wait: bool, max_waiting: Option<usize>, ops: Vec<Op>) {
                     if model.in_flight.is_empty() {
                         continue;
                     }
-                    let id = *model.in_flight.iter().nth(k % model.in_flight.len()).unwrap();
+                    let id = *model
+                        .in_flight
+                        .iter()
+                        .nth(k % model.in_flight.len())
+                        .unwrap();
                     let (mut fut, tx) = live.remove(&id).unwrap();
                     tx.send(()).unwrap();
                     match fut.as_mut().poll(&mut cx) {
@@ -164,7 +168,10 @@ fn run(capacity: usize, wait: bool, max_waiting: Option<usize>, ops: Vec<Op>) {
                 }
             }
             for (id, (fut, _)) in live.iter_mut() {
-                assert!(fut.as_mut().poll(&mut cx).is_pending(), "call {id} ended by itself");
+                assert!(
+                    fut.as_mut().poll(&mut cx).is_pending(),
+                    "call {id} ended by itself"
+                );
             }
             let m = handle.metrics();
             assert_eq!(m.capacity, model.capacity);
