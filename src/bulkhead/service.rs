@@ -15,6 +15,10 @@ use super::state::{Enqueued, Permit, Shared};
 /// `poll_ready` is the inner service's readiness and holds no permit: the permit is taken in
 /// `call` and given back when the response future completes or is dropped.
 ///
+/// The inner service must be `Clone`: a call that waits for a permit (wait mode) takes the
+/// readied inner service with it and leaves a fresh clone to be readied next, as tower's
+/// docs advise. The happy path never clones.
+///
 /// # Clone
 /// Clones share the bulkhead of the layer value that built the service.
 #[derive(Debug)]
