@@ -14,9 +14,10 @@
 //! the figures and changes the limit at run time. Events go to `tracing` under the target
 //! `seawall::bulkhead` (rejections at `DEBUG`, resizes at `INFO`).
 //!
-//! The happy path takes no lock and allocates nothing: a thread takes a permit from its own
-//! stripe of the permit pool (one atomic operation on a cache line no other thread writes) and
-//! gives it back there, so threads sharing a bulkhead do not slow each other down.
+//! The happy path takes no lock and allocates nothing. The permits are striped: a thread takes
+//! and gives back permits on its own stripe, a cache line no other thread writes, so threads
+//! sharing a bulkhead do not slow each other down. In reject mode a call costs two atomic
+//! operations on that line; in wait mode four.
 //!
 //! With the `http` feature, [`RejectionResponseLayer`](crate::http::RejectionResponseLayer)
 //! answers a full bulkhead with `503 Service Unavailable` (and `Retry-After` when

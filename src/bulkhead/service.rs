@@ -7,7 +7,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::handle::BulkheadHandle;
 use super::layer::BulkheadLayer;
-use super::state::{Enqueued, Permit, Shared};
+use super::state::{Enqueued, Shared};
 
 /// Caps how many calls are in flight through it: see [`crate::bulkhead`]. Built by
 /// [`BulkheadLayer`].
@@ -82,9 +82,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let stripe = self.shared.local_stripe();
-        if stripe.try_acquire() {
-            let permit = Permit::new(Arc::clone(stripe));
+        if let Some(permit) = self.shared.local_stripe().try_acquire() {
             return ResponseFuture::called(self.inner.call(req), permit);
         }
         self.call_slow(req)

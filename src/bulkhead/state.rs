@@ -1,28 +1,38 @@
-//! The bulkhead's shared state: striped permit pools, the FIFO waiter queue and the counters.
+//! The bulkhead's shared state: striped permits, the FIFO waiter queue and the counters.
 //!
-//! # How permits move
+//! Both modes split the permits over stripes, one small allocation (and cache line) each. A
+//! thread works on its own stripe, so two threads sharing one bulkhead write different cache
+//! lines on the happy path and do not slow each other down the way a single shared counter
+//! does. A response future keeps its stripe alive with an `Arc<Stripe>`; that clone is one
+//! atomic operation on the stripe's own line.
 //!
-//! The bulkhead owns exactly `capacity` permits. Each is, at any instant, in one of three places:
-//! free in the central pool (`Core::global`), free in one stripe's cache (`Stripe::free`), or
-//! held by a call in flight (a [`Permit`] in a response future, or granted to a waiter). Every
-//! move is one atomic operation from a pool to a call or back, so
-//! `in flight = capacity - global - sum(stripe.free)` and in flight can never exceed capacity.
+//! # Reject mode: the `Arc` count is the permit count
 //!
-//! A thread works on its own stripe (a cache-line-aligned counter in its own allocation): a call
-//! takes a permit from its stripe and gives it back there. Two threads sharing one bulkhead then
-//! write different cache lines, so the happy path does not collapse under contention the way a
-//! single shared counter does. When a thread's stripe is empty it takes from the central pool,
-//! then steals from the other stripes; only when every pool is empty is the bulkhead full.
+//! Each stripe has a `share` of the capacity (shares sum to the capacity). The permit is the
+//! clone of the stripe's `Arc`, and the strong count less the bulkhead's own reference is the
+//! stripe's calls in flight. A call clones the `Arc` and is admitted if the count is within
+//! the share; releasing is dropping the clone. That is two atomic operations per call, the
+//! least a `'static` future that touches shared state on drop can do in safe Rust. A caller
+//! whose stripe is at its share tries the other stripes; only when every stripe is at its
+//! share is the bulkhead full. Shares change only on a resize: raising adds to them; shrinking
+//! zeroes them all ("draining") until in flight is below the new capacity, then deals each
+//! stripe its calls in flight plus a part of the room left.
 //!
-//! Waiting callers (wait mode) queue behind a mutex, touched only when the bulkhead is full or
-//! someone waits. While anyone waits, new calls go to the back of the queue and released permits
-//! are handed to the front waiter, so nobody barges past a fair waiter. The race between a
-//! releaser putting a permit in its stripe and a caller starting to wait is closed
-//! Dekker-style: the releaser increments the stripe, then reads `waiting`; the waiter increments
-//! `waiting`, then scans the stripes (all `SeqCst`). At least one sees the other.
+//! # Wait mode: permits move through pools
 //!
-//! Shrinking the capacity below the permits that are free takes them away; below the permits in
-//! flight it leaves a debt (`global < 0`) that releases pay back before anything is admitted.
+//! A release must hand its permit to the first waiter, which needs code to run after the
+//! permit is given back, so wait mode counts permits explicitly. Each permit is, at any
+//! instant, free in the central pool (`Core::global`), free in one stripe's cache
+//! (`Stripe::free`), or held by a call (a [`Permit`], or granted to a waiter). Every move is one
+//! atomic operation, so `in flight = capacity - global - sum(stripe.free)`.
+//!
+//! Waiting callers queue behind a mutex, touched only when the bulkhead is full or someone
+//! waits. While anyone waits, new calls go to the back of the queue and released permits are
+//! handed to the front waiter, so nobody barges past a fair waiter. The race between a releaser
+//! putting a permit in its stripe and a caller starting to wait is closed Dekker-style: the
+//! releaser increments the stripe, then reads `waiting`; the waiter increments `waiting`, then
+//! scans the stripes (all `SeqCst`). At least one sees the other. Shrinking below the permits
+//! in flight leaves a debt (`global < 0`) that releases pay back before anything is admitted.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -53,6 +63,12 @@ pub(crate) struct Config {
 /// State shared by every stripe: the central pool, the queue and the counters.
 pub(crate) struct Core {
     config: Config,
+    /// Reject mode: a stripe's calls in flight are its `Arc`'s strong count (see the module
+    /// docs). Wait mode: permits move through `global` and the stripes' `free` counters.
+    counted: bool,
+    /// Reject mode, after a shrink: every stripe's share is zero until in flight is below the
+    /// new capacity, when the shares are dealt again.
+    draining: AtomicBool,
     capacity: AtomicUsize,
     /// Free permits not cached in any stripe; negative after a shrink below in flight (a debt).
     global: AtomicIsize,
@@ -66,7 +82,10 @@ pub(crate) struct Core {
 /// One stripe of the permit pool, in its own allocation and cache line.
 #[repr(align(128))]
 pub(crate) struct Stripe {
+    /// Wait mode: free permits cached here.
     free: AtomicUsize,
+    /// Reject mode: this stripe's share of the capacity.
+    share: AtomicUsize,
     core: Arc<Core>,
 }
 
@@ -87,6 +106,9 @@ pub(crate) struct Node {
 /// A permit held by a call in flight; dropping it gives the permit back.
 pub(crate) struct Permit {
     stripe: Arc<Stripe>,
+    /// Wait mode: give the permit back to a pool (or a waiter) on drop. Reject mode: dropping
+    /// the `Arc` is the release.
+    pooled: bool,
 }
 
 /// What became of a caller that found the bulkhead full in wait mode.
@@ -125,6 +147,11 @@ fn thread_index() -> usize {
             i
         })
         .unwrap_or(0)
+}
+
+/// Stripe `i`'s part when `total` is dealt over `n` stripes as evenly as can be.
+fn deal(total: usize, n: usize, i: usize) -> usize {
+    total / n + usize::from(i < total % n)
 }
 
 fn stripe_count() -> usize {
@@ -223,12 +250,46 @@ impl Stripe {
     /// The happy path: one permit from this thread's stripe, unless someone is queued (wait
     /// mode: no barging) or a shrink left a debt.
     #[inline]
-    pub(crate) fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         let core = &*self.core;
-        if core.waiting.load(Ordering::Relaxed) != 0 || core.global.load(Ordering::Relaxed) < 0 {
-            return false;
+        if core.counted {
+            return self.try_acquire_counted();
         }
-        take_one(&self.free, Ordering::Acquire)
+        if core.waiting.load(Ordering::Relaxed) != 0 || core.global.load(Ordering::Relaxed) < 0 {
+            return None;
+        }
+        take_one(&self.free, Ordering::Acquire).then(|| Permit {
+            stripe: Arc::clone(self),
+            pooled: true,
+        })
+    }
+
+    /// Reject mode: the clone of the stripe's `Arc` is the permit, and the strong count, less
+    /// the one reference the bulkhead keeps, is the stripe's calls in flight (this one
+    /// included). Every increment and decrement of one counter is totally ordered, and a load
+    /// after one's own increment sees at least every permit still held that was taken before,
+    /// so the last of any set of concurrent callers to increment sees them all: admitted
+    /// calls never exceed the share. A failed attempt only inflates the count for an instant,
+    /// which can make a racing caller refuse when the stripe is at its share (never admit).
+    #[inline]
+    fn try_acquire_counted(self: &Arc<Self>) -> Option<Permit> {
+        let share = self.share.load(Ordering::Relaxed);
+        if share == 0 {
+            return None;
+        }
+        let stripe = Arc::clone(self);
+        if Arc::strong_count(&stripe) - 1 <= share {
+            return Some(Permit {
+                stripe,
+                pooled: false,
+            });
+        }
+        None
+    }
+
+    /// Reject mode: calls in flight on this stripe.
+    fn counted_in_flight(self: &Arc<Self>) -> usize {
+        Arc::strong_count(self) - 1
     }
 
     /// Gives one permit back: to a shrink's debt, to the first waiter, or to this stripe.
@@ -275,15 +336,21 @@ impl Stripe {
 }
 
 impl Permit {
-    pub(crate) fn new(stripe: Arc<Stripe>) -> Self {
-        Self { stripe }
+    fn pooled(stripe: Arc<Stripe>) -> Self {
+        Self {
+            stripe,
+            pooled: true,
+        }
     }
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        self.stripe.release();
+        if self.pooled {
+            self.stripe.release();
+        }
+        // Reject mode: dropping `self.stripe` releases the permit.
     }
 }
 
@@ -309,10 +376,13 @@ impl Node {
 
 impl Shared {
     pub(crate) fn new(capacity: usize, config: Config) -> Self {
+        let counted = config.max_wait.is_none();
         let core = Arc::new(Core {
             config,
+            counted,
+            draining: AtomicBool::new(false),
             capacity: AtomicUsize::new(capacity),
-            global: AtomicIsize::new(capacity as isize),
+            global: AtomicIsize::new(if counted { 0 } else { capacity as isize }),
             waiting: AtomicUsize::new(0),
             queue: Mutex::new(VecDeque::new()),
             rejected: AtomicU64::new(0),
@@ -320,9 +390,10 @@ impl Shared {
         });
         let n = stripe_count();
         let stripes = (0..n)
-            .map(|_| {
+            .map(|i| {
                 Arc::new(Stripe {
                     free: AtomicUsize::new(0),
+                    share: AtomicUsize::new(if counted { deal(capacity, n, i) } else { 0 }),
                     core: Arc::clone(&core),
                 })
             })
@@ -375,6 +446,9 @@ impl Shared {
     #[cold]
     #[inline(never)]
     pub(crate) fn try_acquire_slow(&self) -> Option<Permit> {
+        if self.core.counted {
+            return self.try_acquire_counted_anywhere();
+        }
         let waiting = self.core.waiting.load(Ordering::SeqCst) != 0;
         if waiting && self.core.config.max_wait.is_some() {
             return None;
@@ -382,9 +456,46 @@ impl Shared {
         // Reject mode never queues; a second look narrows the window in which permits released
         // during the first scan are missed.
         if self.take_any() || (self.core.config.max_wait.is_none() && self.take_any()) {
-            return Some(Permit::new(Arc::clone(self.local_stripe())));
+            return Some(Permit::pooled(Arc::clone(self.local_stripe())));
         }
         None
+    }
+
+    /// Reject mode: a permit from any stripe with room, after dealing the shares again if a
+    /// shrink has drained enough. Two rounds narrow the window in which a permit released
+    /// during the first is missed.
+    fn try_acquire_counted_anywhere(&self) -> Option<Permit> {
+        if self.core.draining.load(Ordering::Acquire) {
+            let _guard = lock(&self.core.queue);
+            self.try_redeal();
+        }
+        let start = thread_index();
+        (0..2 * self.stripes.len())
+            .find_map(|i| self.stripes[(start + i) & self.mask].try_acquire_counted())
+    }
+
+    /// Reject mode, with the resize lock held: once in flight is below the capacity, deal each
+    /// stripe its calls in flight plus a part of the room left, so that every stripe's in
+    /// flight is within its share and the shares sum to the capacity.
+    fn try_redeal(&self) {
+        let core = &*self.core;
+        if !core.draining.load(Ordering::Acquire) {
+            return;
+        }
+        let capacity = core.capacity.load(Ordering::SeqCst);
+        let in_flight: Vec<usize> = self.stripes.iter().map(Stripe::counted_in_flight).collect();
+        let total: usize = in_flight.iter().sum();
+        if total >= capacity {
+            return;
+        }
+        let room = capacity - total;
+        let n = self.stripes.len();
+        for (i, (stripe, busy)) in self.stripes.iter().zip(in_flight).enumerate() {
+            stripe
+                .share
+                .store(busy + deal(room, n, i), Ordering::SeqCst);
+        }
+        core.draining.store(false, Ordering::Release);
     }
 
     /// Hands free permits to the front of the queue, in order, while any are free.
@@ -412,7 +523,7 @@ impl Shared {
         self.grant_from_pools(&mut queue);
         drop(queue);
         if node.is_granted() {
-            Enqueued::Granted(Permit::new(Arc::clone(self.local_stripe())))
+            Enqueued::Granted(Permit::pooled(Arc::clone(self.local_stripe())))
         } else {
             Enqueued::Waiting(node)
         }
@@ -420,7 +531,7 @@ impl Shared {
 
     /// A permit for a waiter that has been granted one.
     pub(crate) fn granted_permit(&self) -> Permit {
-        Permit::new(Arc::clone(self.local_stripe()))
+        Permit::pooled(Arc::clone(self.local_stripe()))
     }
 
     /// The waiter's maximum wait is over. Returns `true` if a permit was granted in the
@@ -458,7 +569,23 @@ impl Shared {
         let core = &*self.core;
         let mut queue = lock(&core.queue);
         let old = core.capacity.swap(capacity, Ordering::SeqCst);
-        if capacity > old {
+        if core.counted {
+            if capacity < old || core.draining.load(Ordering::Acquire) {
+                // Admit nothing until in flight is below the new capacity, then deal again.
+                for stripe in self.stripes.iter() {
+                    stripe.share.store(0, Ordering::SeqCst);
+                }
+                core.draining.store(true, Ordering::Release);
+                self.try_redeal();
+            } else if capacity > old {
+                let n = self.stripes.len();
+                for (i, stripe) in self.stripes.iter().enumerate() {
+                    stripe
+                        .share
+                        .fetch_add(deal(capacity - old, n, i), Ordering::SeqCst);
+                }
+            }
+        } else if capacity > old {
             core.global
                 .fetch_add((capacity - old) as isize, Ordering::SeqCst);
             self.grant_from_pools(&mut queue);
@@ -492,11 +619,17 @@ impl Shared {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
+        if self.core.counted {
+            return self.stripes.iter().map(Stripe::counted_in_flight).sum();
+        }
         let in_flight = self.capacity() as isize - self.free();
         in_flight.max(0) as usize
     }
 
     pub(crate) fn available(&self) -> usize {
+        if self.core.counted {
+            return self.capacity().saturating_sub(self.in_flight());
+        }
         self.free().max(0) as usize
     }
 
