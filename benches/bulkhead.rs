@@ -141,15 +141,61 @@ fn two_threads(c: &mut Criterion) {
     group.finish();
 }
 
-fn allocations(_: &mut Criterion) {
-    println!("\nallocations per call (happy path, 1 thread):");
-    macro_rules! count {
+/// Rounds of calls timed apart; the fastest round is the figure (on a shared, noisy machine the
+/// minimum is the round least disturbed by other processes).
+const ROUNDS: usize = 40;
+const CALLS: u64 = 20_000;
+
+fn fastest_single(mut one_round: impl FnMut() -> Duration) -> f64 {
+    (0..ROUNDS)
+        .map(|_| one_round().as_nanos() as f64 / CALLS as f64)
+        .fold(f64::MAX, f64::min)
+}
+
+/// Like `support::run_on_threads`, but each thread stamps its own start after the barrier, so
+/// a late-scheduled coordinating thread cannot shorten (or zero) the measured time.
+fn wall_time_on_threads<F, Fut>(threads: usize, iters: u64, make_loop: F) -> Duration
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let make_loop = std::sync::Arc::new(make_loop);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let stamps: Vec<(Instant, Instant)> = (0..threads)
+        .map(|i| {
+            let make_loop = make_loop.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let rt = support::runtime();
+                let fut = make_loop(i, iters);
+                barrier.wait();
+                let start = Instant::now();
+                rt.block_on(tokio::task::unconstrained(fut));
+                (start, Instant::now())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("bench thread"))
+        .collect();
+    let start = stamps.iter().map(|s| s.0).min().expect("threads");
+    let end = stamps.iter().map(|s| s.1).max().expect("threads");
+    end - start
+}
+
+/// Prints one markdown table: ns per call and allocations per call on one thread, and the
+/// throughput of two threads sharing one service relative to one thread.
+fn summary(_: &mut Criterion) {
+    println!("\n| subject | ns/call (1 thread) | added to bare | allocs/call | 2-thread throughput vs 1 |");
+    println!("|---|---|---|---|---|");
+    let mut bare_ns = None;
+    macro_rules! row {
         ($name:expr, $svc:expr) => {{
             // Shared through an `Rc<RefCell<_>>` rather than cloned per call: some services
             // allocate when cloned, which is not a per-call cost.
-            let svc = Rc::new(RefCell::new($svc));
+            let shared = Rc::new(RefCell::new($svc));
             let per_call = support::allocations_per_call(10_000, || {
-                let svc = Rc::clone(&svc);
+                let svc = Rc::clone(&shared);
                 async move {
                     let call = {
                         let mut svc = svc.borrow_mut();
@@ -159,15 +205,51 @@ fn allocations(_: &mut Criterion) {
                     std::hint::black_box(call.await.ok());
                 }
             });
-            println!("  {:<28} {per_call:.2}", $name);
+            let mut svc = shared.borrow().clone();
+            let rt = support::runtime();
+            let ns = fastest_single(|| {
+                rt.block_on(tokio::task::unconstrained(async {
+                    let start = Instant::now();
+                    for i in 0..CALLS {
+                        one_call!(svc, i);
+                    }
+                    start.elapsed()
+                }))
+            });
+            let throughput = |threads: usize| {
+                let best = (0..ROUNDS)
+                    .map(|_| {
+                        let svc = svc.clone();
+                        wall_time_on_threads(threads, CALLS, move |_, iters| {
+                            let mut svc = svc.clone();
+                            async move {
+                                for i in 0..iters {
+                                    one_call!(svc, i);
+                                }
+                            }
+                        })
+                    })
+                    .min()
+                    .expect("rounds");
+                (threads as u64 * CALLS) as f64 / best.as_secs_f64()
+            };
+            let scaling = throughput(2) / throughput(1);
+            let bare = *bare_ns.get_or_insert(ns);
+            println!(
+                "| {} | {ns:.1} | {:+.1} ns ({:.1}x bare) | {per_call:.2} | {scaling:.2}x |",
+                $name,
+                ns - bare,
+                ns / bare
+            );
         }};
     }
-    for_each_subject!(count);
+    for_each_subject!(row);
+    println!();
 }
 
 criterion_group! {
     name = benches;
     config = support::criterion();
-    targets = allocations, single_thread, two_threads
+    targets = summary, single_thread, two_threads
 }
 criterion_main!(benches);
