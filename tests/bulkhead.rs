@@ -196,16 +196,21 @@ async fn never_more_than_the_limit_in_flight_under_a_flood_wait_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn accounting_survives_a_flood_of_expiring_and_abandoned_waiters() {
+async fn accounting_survives_a_flood_of_expiring_and_abandoned_calls() {
     // Short real-time waits (no assertion depends on timing): grants race with expiries, and
     // every third caller gives up after a few yields, in flight or in the queue.
     let limit = 4;
-    let layer = BulkheadLayer::builder()
+    let waiting = BulkheadLayer::builder()
         .max_concurrent(limit)
         .max_wait(Duration::from_micros(200))
         .max_waiting(50)
         .build()
         .unwrap();
+    abandoning_flood(waiting, limit).await;
+    abandoning_flood(reject(limit), limit).await;
+}
+
+async fn abandoning_flood(layer: BulkheadLayer, limit: usize) {
     let handle = layer.handle();
     let probe = Probe::default();
     let max = probe.max.clone();
