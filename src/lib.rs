@@ -9,6 +9,43 @@
 //!
 //! [Tower]: https://docs.rs/tower
 //!
+//! # Example
+//!
+//! A client-side stack around any service: retry outside the breaker, so every attempt is
+//! counted and an open circuit is not retried blindly; a bulkhead inside, so one slow
+//! dependency cannot take every task.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::bulkhead::BulkheadLayer;
+//! use seawall::circuit_breaker::{CircuitBreakerLayer, State};
+//! use seawall::error::CircuitOpen;
+//! use seawall::retry::RetryLayer;
+//! use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! # tokio::time::pause();
+//! let breaker = CircuitBreakerLayer::consecutive_failures(3).build()?;
+//! let handle = breaker.handle();
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::builder().max_attempts(2).deadline(Duration::from_secs(1)).build()?)
+//!     .layer(breaker)
+//!     .layer(BulkheadLayer::new(16)?)
+//!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("connection refused".into()) }));
+//!
+//! // Two calls, two attempts each: the third failed attempt trips the breaker...
+//! assert!(client.clone().oneshot(()).await.is_err());
+//! assert!(client.clone().oneshot(()).await.is_err());
+//! assert_eq!(handle.state(), State::Open);
+//! // ...and from then on calls are refused at once, with the time until a probe is allowed
+//! // (5 s, more than the retry deadline allows, so retry does not wait for it).
+//! let err = client.oneshot(()).await.unwrap_err();
+//! assert!(err.downcast_ref::<CircuitOpen>().unwrap().retry_after().is_some());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it turns on |
@@ -18,20 +55,24 @@
 //! | `retry` | yes | [`retry`] |
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `correlation-id` | yes | [`correlation`] (implies `http`) |
-//! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After` |
+//! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After`, request body replay for retries, rate-limit headers |
+//!
+//! [`classify`], [`error`], [`fallback`] and [`health`] are always there.
 //!
 //! # Errors
 //!
 //! A layer's error type is [`tower::BoxError`]. Its own refusals are small structs in
 //! [`error`] ([`CircuitOpen`](error::CircuitOpen), [`BulkheadFull`](error::BulkheadFull),
 //! [`RateLimited`](error::RateLimited)), found with `downcast_ref` or
-//! [`Rejection::find`](error::Rejection::find). With the `http` feature,
-//! [`http::RejectionResponseLayer`] turns them into `503`/`429` responses instead.
+//! [`Rejection::find`](error::Rejection::find); errors of the inner service pass through
+//! unchanged. With the `http` feature, [`http::RejectionResponseLayer`] turns them into
+//! `503`/`429` responses instead, so an axum `Router` keeps `Error = Infallible`.
 //!
 //! # Order in a stack
 //!
-//! - Server (axum): correlation id, then rate limit (per client), then bulkhead, then the
-//!   handler, with the HTTP face outermost.
+//! - Server (axum): correlation id, then the HTTP face ([`http::RejectionResponseLayer`]), then
+//!   rate limit (per client), then bulkhead, then the handler. The correlation id sits outside
+//!   the HTTP face so that `503` and `429` answers carry the id too.
 //! - Client: correlation propagation, then retry, then circuit breaker, then bulkhead, then a
 //!   timeout per attempt, then the client. Retry sits outside the breaker so that each attempt
 //!   is counted, and an open circuit is not retried blindly.
@@ -69,3 +110,15 @@ pub mod correlation;
 
 pub use crate::classify::{Classify, Outcome};
 pub use crate::error::{ConfigError, Rejection};
+
+#[cfg(feature = "circuit-breaker")]
+pub use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+
+#[cfg(feature = "bulkhead")]
+pub use crate::bulkhead::{Bulkhead, BulkheadLayer};
+
+#[cfg(feature = "retry")]
+pub use crate::retry::{Jitter, Retry, RetryBudget, RetryLayer};
+
+#[cfg(feature = "correlation-id")]
+pub use crate::correlation::{CorrelationId, CorrelationIdLayer, PropagateCorrelationIdLayer};
