@@ -87,6 +87,7 @@
 
 pub mod classify;
 pub mod error;
+pub mod events;
 pub mod fallback;
 pub mod health;
 

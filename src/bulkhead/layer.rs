@@ -7,6 +7,7 @@ use super::handle::BulkheadHandle;
 use super::service::Bulkhead;
 use super::state::{Config, Shared, MAX_CAPACITY};
 use crate::error::{check, ConfigError};
+use crate::events::EventSource;
 
 const LAYER: &str = "bulkhead";
 
@@ -71,6 +72,7 @@ pub struct BulkheadBuilder {
     max_wait: Duration,
     max_waiting: Option<usize>,
     retry_after: Option<Duration>,
+    events: Option<EventSource>,
 }
 
 impl Default for BulkheadBuilder {
@@ -80,6 +82,7 @@ impl Default for BulkheadBuilder {
             max_wait: Duration::ZERO,
             max_waiting: None,
             retry_after: None,
+            events: None,
         }
     }
 }
@@ -116,6 +119,13 @@ impl BulkheadBuilder {
         self
     }
 
+    /// Also publish rejections to an [`EventBus`](crate::events::EventBus), as events of
+    /// `source` (one stream for every layer; see [`crate::events`]).
+    pub fn events(mut self, source: EventSource) -> Self {
+        self.events = Some(source);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -147,6 +157,7 @@ impl BulkheadBuilder {
             max_wait: (!self.max_wait.is_zero()).then_some(self.max_wait),
             max_waiting: self.max_waiting,
             retry_after: self.retry_after,
+            events: self.events,
         };
         Ok(BulkheadLayer {
             shared: Arc::new(Shared::new(self.max_concurrent, config)),

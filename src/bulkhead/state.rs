@@ -58,6 +58,8 @@ pub(crate) struct Config {
     pub(crate) max_waiting: Option<usize>,
     /// The `retry_after` put on every rejection.
     pub(crate) retry_after: Option<Duration>,
+    /// Where rejections are published, if anywhere.
+    pub(crate) events: Option<crate::events::EventSource>,
 }
 
 /// State shared by every stripe: the central pool, the queue and the counters.
@@ -238,6 +240,14 @@ impl Core {
             reason = why,
             "bulkhead full; call rejected"
         );
+        if let Some(events) = &self.config.events {
+            events.publish(
+                "bulkhead",
+                crate::events::EventKind::Rejected {
+                    retry_after: self.config.retry_after,
+                },
+            );
+        }
         BulkheadFull::new(self.config.retry_after)
     }
 

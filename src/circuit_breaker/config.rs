@@ -3,6 +3,7 @@
 use super::layer::CircuitBreakerLayer;
 use crate::classify::ErrorsAsFailures;
 use crate::error::{check, ConfigError};
+use crate::events::EventSource;
 use std::time::Duration;
 
 const LAYER: &str = "circuit_breaker";
@@ -63,6 +64,7 @@ pub(crate) struct Config {
     pub(crate) half_open_probes: u32,
     pub(crate) seed: Option<u64>,
     pub(crate) events_capacity: usize,
+    pub(crate) bus: Option<EventSource>,
 }
 
 impl Config {
@@ -111,6 +113,7 @@ pub struct Builder<C = ErrorsAsFailures> {
     seed: Option<u64>,
     probes: u32,
     events_capacity: usize,
+    bus: Option<EventSource>,
     classifier: C,
 }
 
@@ -129,6 +132,7 @@ impl Default for Builder<ErrorsAsFailures> {
             seed: None,
             probes: 10,
             events_capacity: 64,
+            bus: None,
             classifier: ErrorsAsFailures,
         }
     }
@@ -225,6 +229,13 @@ impl<C> Builder<C> {
         self
     }
 
+    /// Also publish state changes and rejections to an [`EventBus`](crate::events::EventBus),
+    /// as events of `source` (one stream for every layer; see [`crate::events`]).
+    pub fn events(mut self, source: EventSource) -> Self {
+        self.bus = Some(source);
+        self
+    }
+
     /// What counts as a failure. Default [`ErrorsAsFailures`]; HTTP users want
     /// [`ServerErrorsAsFailures`](crate::classify::ServerErrorsAsFailures) (a `500` trips, a
     /// `404` does not). Any `Fn(&Result<Res, E>) -> Outcome` works.
@@ -242,6 +253,7 @@ impl<C> Builder<C> {
             seed: self.seed,
             probes: self.probes,
             events_capacity: self.events_capacity,
+            bus: self.bus,
             classifier,
         }
     }
@@ -379,6 +391,7 @@ impl<C> Builder<C> {
             half_open_probes: self.probes,
             seed: self.seed,
             events_capacity: self.events_capacity,
+            bus: self.bus.clone(),
         })
     }
 }

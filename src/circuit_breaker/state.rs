@@ -22,6 +22,7 @@ use super::config::{Config, Policy, Window};
 use super::handle::{Metrics, State, StateChange};
 use crate::classify::Outcome;
 use crate::error::CircuitOpen;
+use crate::events::EventKind;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::fmt;
@@ -29,6 +30,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
+
+/// The layer's name in events.
+const TARGET_LAYER: &str = "circuit_breaker";
 use tokio::time::Instant;
 
 const TARGET: &str = "seawall::circuit_breaker";
@@ -362,6 +366,9 @@ impl Core {
     fn reject(&self, shard: usize, retry_after: Option<Duration>) -> CircuitOpen {
         bump(&self.shards[shard].rejections);
         tracing::debug!(target: TARGET, ?retry_after, "call rejected: circuit open");
+        if let Some(bus) = &self.cfg.bus {
+            bus.publish(TARGET_LAYER, EventKind::Rejected { retry_after });
+        }
         CircuitOpen::new(retry_after)
     }
 
@@ -686,6 +693,10 @@ impl Core {
             }
             // No subscriber is fine.
             let _ = self.events.send(StateChange { from, to, open_for });
+            if let Some(bus) = &self.cfg.bus {
+                let (from, to) = (from.as_str(), to.as_str());
+                bus.publish(TARGET_LAYER, EventKind::StateChanged { from, to, open_for });
+            }
         }
         drop(control);
         true

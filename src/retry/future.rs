@@ -5,6 +5,7 @@ use super::handle::RetryEvent;
 use super::policy::{Policy, Replay};
 use super::shared::{Config, CoreRef};
 use crate::error::Rejection;
+use crate::events::EventKind;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
@@ -315,6 +316,9 @@ where
                 reason = %policy.reason(result),
                 "retry budget exhausted; returning the last result"
             );
+            if let Some(events) = &core.events {
+                events.publish("retry", EventKind::RetryBudgetExhausted);
+            }
             return None;
         }
     }
@@ -327,6 +331,9 @@ where
         reason = %reason,
         "retrying"
     );
+    if let Some(events) = &core.events {
+        events.publish("retry", EventKind::Retrying { attempt, delay });
+    }
     if let Some(hook) = &core.on_retry {
         hook(&RetryEvent {
             attempt,

@@ -6,6 +6,7 @@ use super::service::Retry;
 use super::shared::{Config, Core, CoreRef, OnRetry};
 use crate::classify::ErrorsAsFailures;
 use crate::error::{check, ConfigError};
+use crate::events::EventSource;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,7 @@ pub struct RetryLayerBuilder<P> {
     budget: Option<RetryBudget>,
     seed: Option<u64>,
     on_retry: Option<OnRetry>,
+    events: Option<EventSource>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for RetryLayerBuilder<P> {
@@ -131,6 +133,7 @@ impl<P> RetryLayerBuilder<P> {
             budget: None,
             seed: None,
             on_retry: None,
+            events: None,
         }
     }
 
@@ -149,6 +152,7 @@ impl<P> RetryLayerBuilder<P> {
             budget: self.budget,
             seed: self.seed,
             on_retry: self.on_retry,
+            events: self.events,
         }
     }
 
@@ -227,6 +231,13 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
+    /// Also publish retries and budget exhaustion to an [`EventBus`](crate::events::EventBus),
+    /// as events of `source` (one stream for every layer; see [`crate::events`]).
+    pub fn events(mut self, source: EventSource) -> Self {
+        self.events = Some(source);
+        self
+    }
+
     /// Checks every setting and builds the layer.
     ///
     /// # Errors
@@ -286,6 +297,7 @@ impl<P> RetryLayerBuilder<P> {
             metrics: Metrics::default(),
             seeds: SeedSource::new(seed),
             on_retry: self.on_retry,
+            events: self.events,
         };
         Ok(RetryLayer {
             policy: self.policy,

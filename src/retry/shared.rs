@@ -28,6 +28,7 @@ pub(crate) struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) seeds: SeedSource,
     pub(crate) on_retry: Option<OnRetry>,
+    pub(crate) events: Option<crate::events::EventSource>,
 }
 
 impl fmt::Debug for Core {

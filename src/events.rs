@@ -1,0 +1,222 @@
+//! One event stream for every layer: state changes, rejections and retries as one typed enum.
+//!
+//! An [`EventBus`] is a broadcast channel of [`Event`]s. Give each layer a named
+//! [`EventSource`] from it (`.events(bus.source("payments"))` on the layer's builder), and
+//! subscribe once: alerting, metrics or logs hang off one place instead of one handle per
+//! layer. Publishing costs nothing on the happy path: only state changes, rejections and
+//! retries publish, and only while someone is subscribed.
+//!
+//! A subscriber that falls more than the bus's capacity behind misses the oldest events and is
+//! told how many ([`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged)).
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "circuit-breaker")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use seawall::circuit_breaker::CircuitBreakerLayer;
+//! use seawall::events::{Event, EventBus, EventKind};
+//!
+//! let bus = EventBus::new(1024);
+//! let mut events = bus.subscribe();
+//! let breaker = CircuitBreakerLayer::consecutive_failures(3)
+//!     .events(bus.source("payments"))
+//!     .build()?;
+//! breaker.handle().force_open();
+//!
+//! let event: Event = events.recv().await?;
+//! assert_eq!(event.source(), "payments");
+//! assert!(matches!(event.kind(), EventKind::StateChanged { to: "FORCED_OPEN", .. }));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "circuit-breaker"))]
+//! # fn main() {}
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// One thing that happened in a layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    source: Arc<str>,
+    layer: &'static str,
+    kind: EventKind,
+}
+
+impl Event {
+    /// The name the layer was given with [`EventBus::source`].
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The kind of layer: `"circuit_breaker"`, `"bulkhead"`, `"retry"` or `"rate_limit"`, as in
+    /// the `tracing` targets `seawall::<layer>`.
+    pub fn layer(&self) -> &'static str {
+        self.layer
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &EventKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: ", self.layer, self.source)?;
+        match &self.kind {
+            EventKind::StateChanged { from, to, .. } => write!(f, "{from} -> {to}"),
+            EventKind::Rejected { retry_after } => match retry_after {
+                Some(d) => write!(f, "rejected a call; retry after {d:?}"),
+                None => f.write_str("rejected a call"),
+            },
+            EventKind::Retrying { attempt, delay } => {
+                write!(f, "attempt {attempt} failed; retrying in {delay:?}")
+            }
+            EventKind::RetryBudgetExhausted => {
+                f.write_str("retry budget empty; returning the last result")
+            }
+        }
+    }
+}
+
+/// What happened, by kind.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A circuit breaker changed state (`from` and `to` are the states' names, such as
+    /// `"CLOSED"`, `"OPEN"`, `"HALF_OPEN"`, `"FORCED_OPEN"`, `"DISABLED"`).
+    StateChanged {
+        /// The state before.
+        from: &'static str,
+        /// The state after.
+        to: &'static str,
+        /// When the breaker opened: how long it stays open.
+        open_for: Option<Duration>,
+    },
+    /// The layer refused a call (open circuit, full bulkhead, rate limit reached).
+    Rejected {
+        /// When the call may be tried again, where the layer knows.
+        retry_after: Option<Duration>,
+    },
+    /// The retry layer is about to wait `delay`, then make attempt `attempt + 1`.
+    Retrying {
+        /// The attempt that failed, from 1.
+        attempt: u32,
+        /// How long the layer waits before the next attempt.
+        delay: Duration,
+    },
+    /// The retry layer wanted to retry but its budget was empty.
+    RetryBudgetExhausted,
+}
+
+/// A broadcast channel of [`Event`]s that layers publish to.
+///
+/// # Clone
+/// Clones publish to and subscribe from the same channel.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventBus {
+    /// A bus that keeps up to `capacity` events for its slowest subscriber (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self { tx }
+    }
+
+    /// Receives every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// A named source for one layer to publish through (give it to the layer's builder's
+    /// `.events(...)`).
+    pub fn source(&self, name: impl Into<Arc<str>>) -> EventSource {
+        EventSource {
+            name: name.into(),
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl Default for EventBus {
+    /// A bus with room for 1024 events.
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+/// A named publisher on an [`EventBus`], given to one layer.
+#[derive(Debug, Clone)]
+pub struct EventSource {
+    name: Arc<str>,
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventSource {
+    /// The name events from this source carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Publishes `kind` from `layer`, if anyone is listening.
+    #[allow(dead_code)]
+    pub(crate) fn publish(&self, layer: &'static str, kind: EventKind) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        // No receiver left between the check and the send is fine: the event had no reader.
+        let _ = self.tx.send(Event {
+            source: Arc::clone(&self.name),
+            layer,
+            kind,
+        });
+    }
+}
+
+impl PartialEq for EventSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.tx.same_channel(&other.tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_carry_source_and_layer() {
+        let bus = EventBus::new(8);
+        let mut rx = bus.subscribe();
+        let source = bus.source("search");
+        source.publish(
+            "bulkhead",
+            EventKind::Rejected {
+                retry_after: Some(Duration::from_secs(1)),
+            },
+        );
+        let e = rx.recv().await.unwrap();
+        assert_eq!(e.source(), "search");
+        assert_eq!(e.layer(), "bulkhead");
+        assert_eq!(
+            e.to_string(),
+            "bulkhead search: rejected a call; retry after 1s"
+        );
+    }
+
+    #[test]
+    fn publishing_without_subscribers_is_a_no_op() {
+        let bus = EventBus::new(1);
+        let source = bus.source("x");
+        source.publish("retry", EventKind::RetryBudgetExhausted);
+        // A subscriber that arrives later sees nothing from before.
+        let mut rx = bus.subscribe();
+        assert!(rx.try_recv().is_err());
+    }
+}

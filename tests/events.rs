@@ -1,0 +1,127 @@
+//! One event stream: breaker, bulkhead and retry publish to one bus.
+#![cfg(all(feature = "circuit-breaker", feature = "bulkhead", feature = "retry"))]
+
+use std::time::Duration;
+
+use seawall::bulkhead::BulkheadLayer;
+use seawall::circuit_breaker::CircuitBreakerLayer;
+use seawall::events::{Event, EventBus, EventKind};
+use seawall::retry::{Jitter, RetryLayer};
+use tokio::sync::broadcast::Receiver;
+use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+
+fn drain(rx: &mut Receiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_trips_and_rejections_arrive_on_one_stream_in_order() {
+    let bus = EventBus::new(64);
+    let mut rx = bus.subscribe();
+    let breaker = CircuitBreakerLayer::consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .events(bus.source("payments"))
+        .build()
+        .unwrap();
+    let retry = RetryLayer::builder()
+        .max_attempts(3)
+        .initial_delay(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .deadline(Duration::from_secs(1))
+        .events(bus.source("payments-retry"))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(retry)
+        .layer(breaker)
+        .service(service_fn(|_: ()| async {
+            Err::<(), BoxError>("connection refused".into())
+        }));
+
+    // Attempt 1 fails, retry; attempt 2 fails and trips the breaker, retry; attempt 3 is
+    // refused by the open breaker (10 s does not fit the 1 s deadline, so retry stops).
+    assert!(svc.oneshot(()).await.is_err());
+
+    let events = drain(&mut rx);
+    let seen: Vec<(&str, &EventKind)> = events.iter().map(|e| (e.source(), e.kind())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "payments-retry",
+                &EventKind::Retrying {
+                    attempt: 1,
+                    delay: Duration::from_millis(100)
+                }
+            ),
+            (
+                "payments",
+                &EventKind::StateChanged {
+                    from: "CLOSED",
+                    to: "OPEN",
+                    open_for: Some(Duration::from_secs(10))
+                }
+            ),
+            (
+                "payments-retry",
+                &EventKind::Retrying {
+                    attempt: 2,
+                    delay: Duration::from_millis(200)
+                }
+            ),
+            (
+                "payments",
+                &EventKind::Rejected {
+                    retry_after: Some(Duration::from_millis(9_800))
+                }
+            ),
+        ]
+    );
+    assert_eq!(events[1].layer(), "circuit_breaker");
+    assert_eq!(events[0].layer(), "retry");
+}
+
+#[tokio::test]
+async fn bulkhead_rejections_are_published() {
+    let bus = EventBus::new(8);
+    let mut rx = bus.subscribe();
+    let bulkhead = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .retry_after(Duration::from_secs(2))
+        .events(bus.source("search"))
+        .build()
+        .unwrap();
+    let (tx, gate) = tokio::sync::oneshot::channel::<()>();
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(Some(gate)));
+    let svc = bulkhead.layer(service_fn(move |_: ()| {
+        let gate = gate.lock().unwrap().take();
+        async move {
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            Ok::<(), BoxError>(())
+        }
+    }));
+    let first = tokio::spawn(svc.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    while bulkhead.handle().in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(svc.oneshot(()).await.is_err());
+    tx.send(()).unwrap();
+    first.await.unwrap().unwrap();
+
+    let events = drain(&mut rx);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].layer(), "bulkhead");
+    assert_eq!(
+        events[0].kind(),
+        &EventKind::Rejected {
+            retry_after: Some(Duration::from_secs(2))
+        }
+    );
+}
