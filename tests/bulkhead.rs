@@ -686,6 +686,9 @@ mod tracing_events {
             .with_ansi(false)
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Other tests in this binary may have registered the layer's callsites, on other
+        // threads, before this subscriber existed, caching "no interest"; ask again.
+        tracing::callsite::rebuild_interest_cache();
 
         let layer = reject(1);
         let mut svc = layer.layer(gated());

@@ -609,67 +609,28 @@ fn services_and_futures_are_send_sync_and_static() {
 }
 
 /// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+#[tokio::test(start_paused = true)]
+async fn without_a_deadline_an_open_circuit_is_not_waited_for_longer_than_the_backoff() {
+    // The breaker half-opens in 30 s: well under the 60 s `max_retry_after`, far over the
+    // 100 ms first backoff. Without a deadline the call fails fast instead of sitting it out.
+    let log = Log::default();
+    let layer = RetryLayer::builder().max_attempts(3).build().unwrap();
+    let start = Instant::now();
+    let svc = breaker_stub(&log, 1, Some(Duration::from_secs(30)));
+    let err = layer.layer(svc).oneshot(()).await.unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    assert_eq!(log.count(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
-#[test]
-fn retries_and_budget_exhaustion_are_traced_under_seawall_retry() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let budget = RetryBudget::builder()
-                .ratio(0.0)
-                .min_per_sec(1)
-                .ttl(Duration::from_secs(1))
-                .build()
-                .unwrap();
-            let layer = RetryLayer::builder()
-                .jitter(Jitter::None)
-                .budget(budget)
-                .build()
-                .unwrap();
-            let log = Log::default();
-            let _ = layer.layer(flaky(&log, usize::MAX)).oneshot(()).await;
-        });
-    });
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let retry = out
-        .lines()
-        .find(|l| l.contains("retrying"))
-        .expect("a retry event");
-    assert!(retry.contains("seawall::retry"), "{retry}");
-    assert!(
-        retry.contains("attempt=1") && retry.contains("delay_ms=100"),
-        "{retry}"
-    );
-    assert!(retry.contains("refused"), "{retry}");
-    let empty = out
-        .lines()
-        .find(|l| l.contains("retry budget exhausted"))
-        .expect("a budget event");
-    assert!(
-        empty.contains("WARN") && empty.contains("attempt=2"),
-        "{empty}"
-    );
+#[tokio::test(start_paused = true)]
+async fn without_a_deadline_an_open_circuit_within_the_backoff_is_retried_after_it() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .initial_delay(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let svc = breaker_stub(&log, 1, Some(Duration::from_millis(150)));
+    layer.layer(svc).oneshot(()).await.unwrap();
+    assert_eq!(log.gaps(), ms(&[150]));
 }

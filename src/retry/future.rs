@@ -265,12 +265,16 @@ where
     let delay = if circuit_open {
         // Not retried blindly: only when the breaker says when, and that fits.
         let now = Instant::now();
-        let room = match deadline_at {
-            Some(at) => at.saturating_duration_since(now),
-            None => config.max_retry_after,
+        // With a deadline, waiting for the half-open is fine while it fits. Without one, the
+        // layer waits no longer than its backoff would for any other failure (the delay before
+        // jitter): a breaker exists to fail fast, and an open circuit must not park a call for
+        // the breaker's whole open duration.
+        let (room, inclusive) = match deadline_at {
+            Some(at) => (at.saturating_duration_since(now), false),
+            None => (config.backoff.exponential(attempt - 1), true),
         };
         match hint {
-            Some(wait) if wait < room => wait,
+            Some(wait) if wait < room || (inclusive && wait == room) => wait,
             _ => {
                 tracing::debug!(
                     target: "seawall::retry",

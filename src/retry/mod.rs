@@ -18,8 +18,10 @@
 //! a `Retry-After` header (seconds or an HTTP date) or a seawall rejection's `retry_after`,
 //! clamped to [`max_retry_after`](RetryLayerBuilder::max_retry_after) (60 s by default); a
 //! malformed value is ignored. An open circuit ([`CircuitOpen`](crate::error::CircuitOpen)) is
-//! retried only when its `retry_after` is known and fits the remaining deadline (or, with no
-//! deadline, the `max_retry_after` cap); otherwise it is returned at once.
+//! retried only when its `retry_after` is known and fits the remaining deadline; with no
+//! deadline, only when it is no longer than the backoff delay (before jitter) the layer would
+//! wait after any other failure. Otherwise it is returned at once: a breaker is there to fail
+//! fast, and a call should not sit out the breaker's open duration unless a deadline allows it.
 //!
 //! When attempts, budget or deadline run out, the last response or error is returned as it
 //! is, with a `tracing` event under `seawall::retry` (each retry is a `debug` event with the
