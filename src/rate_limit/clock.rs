@@ -125,9 +125,7 @@ impl Clock {
             return truth;
         }
         let estimate = self.fast(raw);
-        let since_last = self
-            .tsc
-            .delta_as_nanos(self.last_check.load(Relaxed), raw);
+        let since_last = self.tsc.delta_as_nanos(self.last_check.load(Relaxed), raw);
         let tolerance = TOLERANCE_NS + since_last / 1000;
         if truth.abs_diff(estimate) > tolerance {
             self.paused.store(true, Relaxed);

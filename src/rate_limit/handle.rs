@@ -31,8 +31,9 @@ impl<K: KeyExtractor> RateLimitHandle<K> {
         self.shared.params().burst as u32
     }
 
-    /// Changes the rate, live: calls decided from now on use it. Each bucket keeps what it has
-    /// spent; it refills at the new rate.
+    /// Changes the rate, live: calls decided from now on use it. Each bucket keeps the calls it
+    /// has spent, and gets them back at the new rate (one key-table pass, under each shard's
+    /// read lock).
     ///
     /// # Errors
     /// As [`RateLimitBuilder::build`](super::RateLimitBuilder::build), and the limit keeps its

@@ -63,7 +63,10 @@ pub struct KeyFn<F, K> {
 ///     .unwrap();
 /// # let _ = layer;
 /// ```
-pub fn key_fn<F, K>(f: F) -> KeyFn<F, K> {
+pub fn key_fn<F, Req, K>(f: F) -> KeyFn<F, K>
+where
+    F: Fn(&Req) -> Option<K>,
+{
     KeyFn {
         f,
         _key: PhantomData,
@@ -72,7 +75,10 @@ pub fn key_fn<F, K>(f: F) -> KeyFn<F, K> {
 
 impl<F: Clone, K> Clone for KeyFn<F, K> {
     fn clone(&self) -> Self {
-        key_fn(self.f.clone())
+        KeyFn {
+            f: self.f.clone(),
+            _key: PhantomData,
+        }
     }
 }
 

@@ -339,7 +339,11 @@ impl<K: KeyExtractor> Shared<K> {
         match outcome {
             Outcome::Allowed { tat } => {
                 self.stats.allowed();
-                Decision::Now(Quota { tat, now, params: p })
+                Decision::Now(Quota {
+                    tat,
+                    now,
+                    params: p,
+                })
             }
             Outcome::Delayed { tat, at } => {
                 self.stats.allowed();
@@ -348,7 +352,14 @@ impl<K: KeyExtractor> Shared<K> {
                     wait = ?Duration::from_nanos(at - now),
                     "over the limit; waiting for a slot"
                 );
-                Decision::At(at, Quota { tat, now, params: p })
+                Decision::At(
+                    at,
+                    Quota {
+                        tat,
+                        now,
+                        params: p,
+                    },
+                )
             }
             Outcome::Denied { tat, at } => self.denied(now, tat, at, p),
         }
@@ -395,9 +406,21 @@ impl<K: KeyExtractor> Shared<K> {
     pub(crate) fn set_rate(&self, n: u32, per: Duration) -> Result<(), ConfigError> {
         let burst = self.params.burst.load(Relaxed) as u32;
         let t = validate(n, per, burst)?;
-        self.params.t.store(t, Relaxed);
+        let old = self.params.t.swap(t, Relaxed);
         self.params.n.store(n, Relaxed);
         self.params.per.store(nanos(per), Relaxed);
+        // What each bucket has spent is kept as calls, and refills at the new rate: its debt,
+        // `tat - now`, is rescaled from the old interval to the new one.
+        let now = self.clock.now();
+        let rescale = |tat: &AtomicU64| {
+            let _ = tat.fetch_update(Relaxed, Relaxed, |v| {
+                let debt = v.checked_sub(now)?;
+                let debt = (u128::from(debt) * u128::from(t) / u128::from(old)) as u64;
+                Some(now + debt)
+            });
+        };
+        rescale(&self.default.0);
+        self.store.for_each(rescale);
         tracing::info!(target: "seawall::rate_limit", rate = n, per = ?per, "rate changed");
         Ok(())
     }

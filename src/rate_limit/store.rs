@@ -1,6 +1,6 @@
 //! The key table: one GCRA word per key, in a sharded, bounded map.
 //!
-//! Shards are `RwLock<HashMap<key, AtomicU64>>` with a seeded `foldhash` hasher. A known key
+//! Up to 64 shards (each with room for at least 256 keys) are `RwLock<HashMap<key, AtomicU64>>` with a seeded `foldhash` hasher. A known key
 //! costs one hash, one read lock and the bucket's CAS; no allocation. A new key takes its
 //! shard's write lock once. Each shard holds at most its share of `max_keys`. When a shard is
 //! full, it first drops its idle keys: those whose bucket is full again (`tat <= now`), which is
@@ -44,8 +44,10 @@ pub(crate) enum Keyed {
 
 impl<K: Hash + Eq> Store<K> {
     pub(crate) fn new(max_keys: usize) -> Self {
-        let n = max_keys.min(64).next_power_of_two().min(64);
-        let n = if n > max_keys { n / 2 } else { n }.max(1);
+        // Up to 64 shards, each holding at least 256 keys: an uneven spread of keys over
+        // shards then costs little of the capacity.
+        let n = (max_keys / 256).clamp(1, 64);
+        let n = 1usize << n.ilog2();
         let shards = (0..n)
             .map(|i| Shard {
                 map: RwLock::new(Map::default()),
@@ -103,9 +105,7 @@ impl<K: Hash + Eq> Store<K> {
             if now >= due {
                 map.retain(|_, tat| *tat.get_mut() > now);
                 let earliest = map.values_mut().map(|t| *t.get_mut()).min();
-                shard
-                    .next_sweep
-                    .store(earliest.unwrap_or(0), Relaxed);
+                shard.next_sweep.store(earliest.unwrap_or(0), Relaxed);
                 shard.len.store(map.len(), Relaxed);
             }
             if map.len() >= shard.cap {
@@ -160,6 +160,14 @@ impl<K: Hash + Eq> Store<K> {
             shard.len.store(map.len(), Relaxed);
         }
         dropped
+    }
+
+    /// Calls `f` on every key's bucket.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&AtomicU64)) {
+        for shard in self.shards.iter() {
+            let map = shard.map.read().unwrap_or_else(PoisonError::into_inner);
+            map.values().for_each(&mut f);
+        }
     }
 
     /// New keys sent to the default bucket because the table was full.
