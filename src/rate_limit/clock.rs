@@ -15,7 +15,9 @@
 //!   auto-advance drive the limiter exactly. A limiter that saw paused time keeps this mode.
 //!
 //! Pause detection at build: tokio's clock is read twice around a 2 µs spin on `std`'s clock;
-//! a paused clock returns the same instant both times. Build the layer inside the paused
+//! a paused clock returns the same instant both times. The first live limiter of a process
+//! calibrates the TSC against the OS clock (`quanta`, once, up to 200 ms, as governor's
+//! default clock does). Build the layer inside the paused
 //! runtime (or pause before building it) for exact tests from the first call; a pause that
 //! comes later is seen at the next check, within a millisecond of real time.
 
@@ -25,8 +27,9 @@ use tokio::time::Instant;
 
 /// How often, in TSC time, the fast source is checked against tokio's clock.
 const CHECK_EVERY: Duration = Duration::from_millis(1);
-/// Disagreement allowed between the two sources at a check, on top of 0.1 % of the time since
-/// the last check (NTP slews `CLOCK_MONOTONIC` by at most 0.05 %).
+/// Disagreement allowed between the two sources at a check, on top of 0.5 % of the time since
+/// the last check (NTP slews `CLOCK_MONOTONIC` by at most 0.05 %; a paused clock disagrees by
+/// 100 %).
 const TOLERANCE_NS: u64 = 50_000;
 /// A check whose two TSC reads are further apart than this was preempted: it is not trusted.
 const CLEAN_READ_NS: u64 = 10_000;
@@ -47,7 +50,12 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        Self::with_source(quanta::Clock::new(), None)
+        if tokio_clock_is_paused(Instant::now()) {
+            // Paused for good (the mode is sticky): the TSC will never be read, so skip its
+            // calibration (up to 200 ms, once per process).
+            return Self::with_source(quanta::Clock::mock().0, Some(true));
+        }
+        Self::with_source(quanta::Clock::new(), Some(false))
     }
 
     /// A clock on `tsc`; `paused` overrides the detection (tests drive a mock TSC with it).
@@ -126,7 +134,7 @@ impl Clock {
         }
         let estimate = self.fast(raw);
         let since_last = self.tsc.delta_as_nanos(self.last_check.load(Relaxed), raw);
-        let tolerance = TOLERANCE_NS + since_last / 1000;
+        let tolerance = TOLERANCE_NS + since_last / 200;
         if truth.abs_diff(estimate) > tolerance {
             self.paused.store(true, Relaxed);
             tracing::debug!(

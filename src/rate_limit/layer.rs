@@ -59,7 +59,8 @@ impl<K> RateLimitBuilder<K> {
 
     /// Wait mode: a call over the limit waits, inside its response future, until it conforms,
     /// if that is at most `max_wait` away; otherwise it is rejected at once (it could not make
-    /// it in time, so waiting would only hold it). Its slot is booked when it starts to wait.
+    /// it in time, so waiting would only hold it). Its slot is booked when it starts to wait;
+    /// a waiting call whose future is dropped leaves its slot spent.
     /// Default: no waiting, reject at once (governor's `check()`).
     pub fn wait_up_to(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
@@ -215,13 +216,15 @@ pub(crate) struct ParamsCell {
 }
 
 /// Allowed / limited counts, striped per thread so that counting does not make every call
-/// write one shared cache line.
+/// write one shared cache line. The first `OWNED` threads of the process that count each own a
+/// stripe and bump it with a plain load and store (one writer: exact, and no locked
+/// instruction); any further thread shares the last stripe through `fetch_add`.
 #[derive(Debug, Default)]
 struct Stats {
-    stripes: [Padded<Stripe>; STRIPES],
+    stripes: [Padded<Stripe>; OWNED + 1],
 }
 
-const STRIPES: usize = 8;
+const OWNED: usize = 16;
 
 #[derive(Debug, Default)]
 struct Stripe {
@@ -229,6 +232,8 @@ struct Stripe {
     limited: AtomicU64,
 }
 
+/// This thread's stripe index: `< OWNED` when it owns one, `OWNED` for the shared one.
+#[inline]
 fn stripe() -> usize {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     thread_local! {
@@ -237,21 +242,32 @@ fn stripe() -> usize {
     STRIPE.with(|s| {
         let mut i = s.get();
         if i == u32::MAX {
-            i = NEXT.fetch_add(1, Relaxed);
+            i = NEXT.fetch_add(1, Relaxed).min(OWNED as u32);
             s.set(i);
         }
-        i as usize % STRIPES
+        i as usize
     })
 }
 
 impl Stats {
     #[inline]
+    fn bump(&self, f: impl Fn(&Stripe) -> &AtomicU64) {
+        let i = stripe();
+        let counter = f(&self.stripes[i].0);
+        if i < OWNED {
+            counter.store(counter.load(Relaxed) + 1, Relaxed);
+        } else {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[inline]
     fn allowed(&self) {
-        self.stripes[stripe()].0.allowed.fetch_add(1, Relaxed);
+        self.bump(|s| &s.allowed);
     }
 
     fn limited(&self) {
-        self.stripes[stripe()].0.limited.fetch_add(1, Relaxed);
+        self.bump(|s| &s.limited);
     }
 
     fn sum(&self, f: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
@@ -329,13 +345,17 @@ impl<K: KeyExtractor> Shared<K> {
     pub(crate) fn acquire(&self, key: Option<&K::Key>) -> Decision {
         let now = self.clock.now();
         let p = self.params();
-        let outcome = match key {
-            None => gcra::acquire(&self.default.0, now, p),
-            Some(key) => match self.store.acquire(key, now, p) {
-                Keyed::Decided(outcome) => outcome,
-                Keyed::Full => gcra::acquire(&self.default.0, now, p),
-            },
-        };
+        let mut outcome = self.decide(key, now, p);
+        let mut now = now;
+        if let Outcome::Denied { .. } = outcome {
+            // A thread preempted between reading the clock and reading the bucket compares a
+            // stale time with a fresh bucket. Before rejecting, look at the clock once more.
+            let again = self.clock.now();
+            if again > now {
+                now = again;
+                outcome = self.decide(key, now, p);
+            }
+        }
         match outcome {
             Outcome::Allowed { tat } => {
                 self.stats.allowed();
@@ -362,6 +382,17 @@ impl<K: KeyExtractor> Shared<K> {
                 )
             }
             Outcome::Denied { tat, at } => self.denied(now, tat, at, p),
+        }
+    }
+
+    #[inline]
+    fn decide(&self, key: Option<&K::Key>, now: u64, p: Params) -> Outcome {
+        match key {
+            None => gcra::acquire(&self.default.0, now, p),
+            Some(key) => match self.store.acquire(key, now, p) {
+                Keyed::Decided(outcome) => outcome,
+                Keyed::Full => gcra::acquire(&self.default.0, now, p),
+            },
         }
     }
 
