@@ -314,34 +314,74 @@ fn happy_path(c: &mut Criterion) {
     }
 }
 
-/// Median ns per call over 5 runs of `f(iters)`.
-fn median_ns(iters: u64, f: impl Fn(u64) -> Duration) -> f64 {
-    let mut runs: Vec<f64> = (0..5)
-        .map(|_| f(iters).as_nanos() as f64 / iters as f64)
-        .collect();
-    runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    runs[2]
+/// ns per call of one run of `f(iters)`.
+fn ns(iters: u64, f: impl Fn(u64) -> Duration) -> f64 {
+    f(iters).as_nanos() as f64 / iters as f64
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The summary table. The machine is shared and its load changes from second to second, so
+/// the contenders are measured in rounds, one run each per round, and each figure is the
+/// median over the rounds: every contender sees the same spread of load.
 fn summary() {
-    const ITERS: u64 = 2_000_000;
-    let bare = median_ns(ITERS, |n| Case::Bare.one_thread(n));
+    const ITERS: u64 = 500_000;
+    const ROUNDS: usize = 9;
+    let mut one: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
+    let mut two: Vec<Vec<f64>> = vec![Vec::new(); CASES.len()];
+    let (mut gov_check, mut gov_check_key, mut tokio_now) = (Vec::new(), Vec::new(), Vec::new());
+    let gov = RateLimiter::direct(huge());
+    let gov_keyed = RateLimiter::<u64, _, _>::keyed(huge());
+    for _ in 0..ROUNDS {
+        for (i, case) in CASES.iter().enumerate() {
+            one[i].push(ns(ITERS, |n| case.one_thread(n)));
+            if case.threads(2, 10).is_some() {
+                two[i].push(ns(ITERS, |n| case.threads(2, n).unwrap()));
+            }
+        }
+        gov_check.push(ns(ITERS, |n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                let _ = black_box(gov.check());
+            }
+            start.elapsed()
+        }));
+        gov_check_key.push(ns(ITERS, |n| {
+            let start = Instant::now();
+            for i in 0..n {
+                let _ = black_box(gov_keyed.check_key(&(i % KEYS)));
+            }
+            start.elapsed()
+        }));
+        tokio_now.push(ns(ITERS, |n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                black_box(tokio::time::Instant::now());
+            }
+            start.elapsed()
+        }));
+    }
+    let bare = median(one[0].clone());
     println!();
-    println!("rate_limit summary (medians of 5 runs of {ITERS} calls; noisy shared machine: compare ratios)");
+    println!(
+        "rate_limit summary: medians of {ROUNDS} interleaved rounds of {ITERS} calls \
+         (shared, noisy machine: compare ratios within this run)"
+    );
     println!();
     println!(
         "| path | ns/call | ratio to bare | allocations/call | 2-thread throughput / 1-thread |"
     );
     println!("|---|---|---|---|---|");
-    for case in CASES {
-        let one = median_ns(ITERS, |n| case.one_thread(n));
+    for (i, case) in CASES.iter().enumerate() {
+        let one = median(one[i].clone());
         // Two threads: wall time per call per thread; throughput ratio = 2 * one / two.
-        let two = case
-            .threads(2, 10)
-            .map(|_| median_ns(ITERS, |n| case.threads(2, n).unwrap()));
-        let scaling = match two {
-            Some(two) => format!("{:.2}x", 2.0 * one / two),
-            None => "not shareable (not `Clone`)".to_string(),
+        let scaling = if two[i].is_empty() {
+            "not shareable (not `Clone`)".to_string()
+        } else {
+            format!("{:.2}x", 2.0 * one / median(two[i].clone()))
         };
         println!(
             "| {} | {:.1} | {:.2}x | {:.2} | {} |",
@@ -352,32 +392,18 @@ fn summary() {
             scaling
         );
     }
-    let gov = RateLimiter::direct(huge());
-    let gov_check = median_ns(ITERS, |n| {
-        let start = Instant::now();
-        for _ in 0..n {
-            let _ = black_box(gov.check());
-        }
-        start.elapsed()
-    });
-    let gov_keyed = RateLimiter::<u64, _, _>::keyed(huge());
-    let gov_check_key = median_ns(ITERS, |n| {
-        let start = Instant::now();
-        for i in 0..n {
-            let _ = black_box(gov_keyed.check_key(&(i % KEYS)));
-        }
-        start.elapsed()
-    });
-    let tokio_now = median_ns(ITERS, |n| {
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(tokio::time::Instant::now());
-        }
-        start.elapsed()
-    });
-    println!("| governor check() alone | {gov_check:.1} | | | |");
-    println!("| governor check_key() alone | {gov_check_key:.1} | | | |");
-    println!("| tokio::time::Instant::now() alone | {tokio_now:.1} | | | |");
+    println!(
+        "| governor check() alone | {:.1} | | | |",
+        median(gov_check)
+    );
+    println!(
+        "| governor check_key() alone | {:.1} | | | |",
+        median(gov_check_key)
+    );
+    println!(
+        "| tokio::time::Instant::now() alone | {:.1} | | | |",
+        median(tokio_now)
+    );
     println!();
 }
 
