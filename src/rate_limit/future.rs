@@ -29,9 +29,18 @@ pin_project! {
         S: Service<Req>,
     {
         Called { #[pin] future: S::Future },
-        // Boxed so that the happy path's future stays small; only waiting calls allocate.
-        Waiting { sleep: Pin<Box<Sleep>>, call: Option<(S, Req)> },
-        Rejected { rejection: Option<RateLimited> },
+        // Boxed, as the rejection below, so that the happy path's future stays as small as
+        // the inner one; only waiting and rejected calls allocate.
+        Waiting { waiting: Pin<Box<Waiting<S, Req>>> },
+        Rejected { rejection: Option<BoxError> },
+    }
+}
+
+pin_project! {
+    struct Waiting<S, Req> {
+        #[pin]
+        sleep: Sleep,
+        call: Option<(S, Req)>,
     }
 }
 
@@ -46,8 +55,10 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn waiting(until: Instant, service: S, request: Req) -> Self {
         Self {
             state: State::Waiting {
-                sleep: Box::pin(tokio::time::sleep_until(until)),
-                call: Some((service, request)),
+                waiting: Box::pin(Waiting {
+                    sleep: tokio::time::sleep_until(until),
+                    call: Some((service, request)),
+                }),
             },
         }
     }
@@ -55,7 +66,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     pub(crate) fn rejected(rejection: RateLimited) -> Self {
         Self {
             state: State::Rejected {
-                rejection: Some(rejection),
+                rejection: Some(rejection.into()),
             },
         }
     }
@@ -73,15 +84,17 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Waiting { sleep, call } => {
-                    ready!(sleep.as_mut().poll(cx));
-                    let (mut service, request) = call.take().expect("polled after completion");
+                StateProj::Waiting { waiting } => {
+                    let waiting = waiting.as_mut().project();
+                    ready!(waiting.sleep.poll(cx));
+                    let (mut service, request) =
+                        waiting.call.take().expect("polled after completion");
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }
                 StateProj::Rejected { rejection } => {
                     let rejection = rejection.take().expect("polled after completion");
-                    return Poll::Ready(Err(rejection.into()));
+                    return Poll::Ready(Err(rejection));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! `RateLimit-*` headers on admitted responses.
 
 use super::future::ResponseFuture;
+use super::gcra::Params;
 use super::key::{Extract, Global, KeyExtractor};
 use super::layer::{Quota, RateLimitLayer, Shared};
 use super::service::dispatch;
@@ -132,6 +133,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (inner, quota) = dispatch(&self.shared, &mut self.inner, req);
+        let quota = quota.map(|q| (q, self.shared.params()));
         HeadersFuture { inner, quota }
     }
 }
@@ -144,7 +146,7 @@ pin_project! {
     {
         #[pin]
         inner: ResponseFuture<S, Req>,
-        quota: Option<Quota>,
+        quota: Option<(Quota, Params)>,
     }
 }
 
@@ -166,8 +168,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        if let Some(q) = this.quota.take() {
-            insert(res.headers_mut(), q.limit(), q.remaining(), q.reset());
+        if let Some((q, p)) = this.quota.take() {
+            insert(res.headers_mut(), p.burst, q.remaining(&p), q.reset(&p));
         }
         Poll::Ready(Ok(res))
     }

@@ -308,25 +308,21 @@ pub(crate) enum Decision {
     Denied(RateLimited),
 }
 
-/// The state of the bucket a call drew from, right after the call: enough for
-/// `RateLimit-*` headers, computed only when asked for.
+/// The bucket a call drew from, right after the call: with the limiter's [`Params`], enough
+/// for `RateLimit-*` headers, computed only when asked for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Quota {
     pub(crate) tat: u64,
     pub(crate) now: u64,
-    pub(crate) params: Params,
 }
 
 #[allow(dead_code)] // read by the HTTP face only
 impl Quota {
-    pub(crate) fn limit(&self) -> u64 {
-        self.params.burst
+    pub(crate) fn remaining(&self, p: &Params) -> u64 {
+        p.remaining(self.tat, self.now)
     }
-    pub(crate) fn remaining(&self) -> u64 {
-        self.params.remaining(self.tat, self.now)
-    }
-    pub(crate) fn reset(&self) -> Duration {
-        Duration::from_nanos(self.params.reset(self.tat, self.now))
+    pub(crate) fn reset(&self, p: &Params) -> Duration {
+        Duration::from_nanos(p.reset(self.tat, self.now))
     }
 }
 
@@ -359,11 +355,7 @@ impl<K: KeyExtractor> Shared<K> {
         match outcome {
             Outcome::Allowed { tat } => {
                 self.stats.allowed();
-                Decision::Now(Quota {
-                    tat,
-                    now,
-                    params: p,
-                })
+                Decision::Now(Quota { tat, now })
             }
             Outcome::Delayed { tat, at } => {
                 self.stats.allowed();
@@ -372,14 +364,7 @@ impl<K: KeyExtractor> Shared<K> {
                     wait = ?Duration::from_nanos(at - now),
                     "over the limit; waiting for a slot"
                 );
-                Decision::At(
-                    at,
-                    Quota {
-                        tat,
-                        now,
-                        params: p,
-                    },
-                )
+                Decision::At(at, Quota { tat, now })
             }
             Outcome::Denied { tat, at } => self.denied(now, tat, at, p),
         }
