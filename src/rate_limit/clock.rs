@@ -5,7 +5,7 @@
 //! `tokio::time::Instant::now()` is a `clock_gettime` (about 31 ns on the reference VM), twice
 //! the cost of a whole governor `check()`. So the clock has two sources:
 //!
-//! - **Live time** (the usual case): a TSC read through `quanta` (about 7 ns), converted to
+//! - **Live time** (the usual case): a TSC read through `quanta`, converted to
 //!   nanoseconds and anchored to `tokio::time::Instant`. At most once per millisecond of TSC
 //!   time, one caller reads tokio's clock as well, re-anchors (so NTP slewing never makes the two
 //!   drift apart) and checks that tokio's clock still moves with the TSC.
@@ -45,8 +45,12 @@ pub(crate) struct Clock {
     /// Raw TSC value of the last check.
     last_check: AtomicU64,
     check_every: u64,
+    /// Nanoseconds per 2^SCALE_SHIFT raw ticks.
+    scale: u64,
     paused: AtomicBool,
 }
+
+const SCALE_SHIFT: u32 = 32;
 
 impl Clock {
     pub(crate) fn new() -> Self {
@@ -62,9 +66,10 @@ impl Clock {
     pub(crate) fn with_source(tsc: quanta::Clock, paused: Option<bool>) -> Self {
         let base = Instant::now();
         let raw_base = tsc.raw();
-        // Raw ticks per CHECK_EVERY: scale a large raw span and invert.
-        let span: u64 = 1 << 32;
+        // quanta's calibration as a fixed-point factor: nanoseconds per 2^32 ticks.
+        let span: u64 = 1 << SCALE_SHIFT;
         let span_ns = tsc.delta_as_nanos(0, span).max(1);
+        // Raw ticks per CHECK_EVERY: the inverse.
         let check_every = ((span as u128 * CHECK_EVERY.as_nanos()) / span_ns as u128)
             .clamp(1, u64::MAX as u128) as u64;
         let paused = paused.unwrap_or_else(|| tokio_clock_is_paused(base));
@@ -76,7 +81,12 @@ impl Clock {
             tsc,
             raw_base,
             offset: AtomicU64::new(0),
-            next_check: AtomicU64::new(raw_base.wrapping_add(check_every)),
+            next_check: AtomicU64::new(if paused {
+                0
+            } else {
+                raw_base.wrapping_add(check_every)
+            }),
+            scale: span_ns,
             last_check: AtomicU64::new(raw_base),
             check_every,
             paused: AtomicBool::new(paused),
@@ -86,12 +96,11 @@ impl Clock {
     /// Nanoseconds since the clock was built, in `tokio::time`'s terms.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        if self.paused.load(Relaxed) {
-            return self.tokio_now();
-        }
         let raw = self.tsc.raw();
-        if raw >= self.next_check.load(Relaxed) {
-            return self.check(raw);
+        // `next_check` is 0 once paused time was seen, so one comparison covers both.
+        let due = self.next_check.load(Relaxed);
+        if raw >= due {
+            return self.slow(raw, due);
         }
         self.fast(raw)
     }
@@ -106,30 +115,52 @@ impl Clock {
         self.paused.load(Relaxed)
     }
 
+    /// Raw TSC ticks since `raw_base` in nanoseconds: quanta's calibration, applied inline
+    /// (one multiply and shift, no call).
+    #[inline]
+    fn scaled(&self, raw: u64) -> u64 {
+        let ticks = raw.saturating_sub(self.raw_base);
+        ((u128::from(ticks) * u128::from(self.scale)) >> SCALE_SHIFT) as u64
+    }
+
     #[inline]
     fn fast(&self, raw: u64) -> u64 {
-        self.offset
-            .load(Relaxed)
-            .wrapping_add(self.tsc.delta_as_nanos(self.raw_base, raw))
+        self.offset.load(Relaxed).wrapping_add(self.scaled(raw))
     }
 
     fn tokio_now(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.base))
     }
 
-    /// Reads tokio's clock, and either re-anchors the fast source to it or, when the two
-    /// disagree, switches to tokio's clock for good. Returns tokio's time: it is the truth.
     #[cold]
     #[inline(never)]
-    fn check(&self, raw: u64) -> u64 {
-        // Push the next check out first, so that other callers keep to the fast path.
-        self.next_check
-            .store(raw.wrapping_add(self.check_every), Relaxed);
+    fn slow(&self, raw: u64, due: u64) -> u64 {
+        if self.paused.load(Relaxed) {
+            return self.tokio_now();
+        }
+        self.check(raw, due)
+    }
+
+    /// Reads tokio's clock, and either re-anchors the fast source to it or, when the two
+    /// disagree, switches to tokio's clock for good. Returns tokio's time: it is the truth.
+    fn check(&self, raw: u64, due: u64) -> u64 {
+        // Push the next check out first, so that other callers keep to the fast path. Only
+        // from the value seen: a concurrent switch to paused time (0) must stay.
+        let next = raw.wrapping_add(self.check_every);
+        if self
+            .next_check
+            .compare_exchange(due, next, Relaxed, Relaxed)
+            .is_err()
+        {
+            return self.now_after_race();
+        }
         let truth = self.tokio_now();
         let raw_after = self.tsc.raw();
         if self.tsc.delta_as_nanos(raw, raw_after) > CLEAN_READ_NS {
             // Preempted between the reads: the comparison would mean nothing. Check again soon.
-            self.next_check.store(raw_after, Relaxed);
+            let _ = self
+                .next_check
+                .compare_exchange(next, raw_after, Relaxed, Relaxed);
             return truth;
         }
         let estimate = self.fast(raw);
@@ -137,6 +168,7 @@ impl Clock {
         let tolerance = TOLERANCE_NS + since_last / 200;
         if truth.abs_diff(estimate) > tolerance {
             self.paused.store(true, Relaxed);
+            self.next_check.store(0, Relaxed);
             tracing::debug!(
                 target: "seawall::rate_limit",
                 tokio_ns = truth,
@@ -144,11 +176,16 @@ impl Clock {
                 "tokio time no longer follows the TSC (paused?); reading tokio's clock on every call"
             );
         } else {
-            let offset = truth.wrapping_sub(self.tsc.delta_as_nanos(self.raw_base, raw));
+            let offset = truth.wrapping_sub(self.scaled(raw));
             self.offset.store(offset, Relaxed);
             self.last_check.store(raw, Relaxed);
         }
         truth
+    }
+
+    /// Another caller is checking (or saw paused time): read tokio's clock this once.
+    fn now_after_race(&self) -> u64 {
+        self.tokio_now()
     }
 }
 

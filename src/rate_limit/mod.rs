@@ -39,10 +39,12 @@
 //! # Time
 //!
 //! All time is `tokio::time`'s, so `tokio::time::pause` and `advance` drive the limiter
-//! exactly. Reading it costs a `clock_gettime` (about 31 ns), twice a whole governor `check()`,
-//! so while tokio's clock is live the limiter reads the TSC (through `quanta`, about 7 ns) and
-//! keeps it anchored to tokio's clock, checking the two against each other once per
-//! millisecond. When tokio's clock is paused (seen when the layer is built, or at the next
+//! exactly. Reading it costs a `clock_gettime` (31 ns on the reference VM, twice a whole
+//! governor `check()`), and an exact GCRA needs the time on every call (`max(tat, now)` has no
+//! cheaper bound). So while tokio's clock is live the limiter reads the TSC instead, through
+//! `quanta` (the clock governor's `check()` uses), anchored to tokio's clock: once per
+//! millisecond of TSC time one call also reads tokio's clock, re-anchors, and checks that the
+//! two still agree. When tokio's clock is paused (seen when the layer is built, or at the next
 //! check) the limiter reads tokio's clock on every call instead. Build the layer inside the
 //! paused runtime, as `#[tokio::test(start_paused = true)]` does, and every call is exact.
 //!
