@@ -52,6 +52,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         }
     }
 
+    #[cold]
     pub(crate) fn waiting(until: Instant, service: S, request: Req) -> Self {
         Self {
             state: State::Waiting {
@@ -63,6 +64,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         }
     }
 
+    #[cold]
     pub(crate) fn rejected(rejection: RateLimited) -> Self {
         Self {
             state: State::Rejected {
@@ -79,6 +81,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();

@@ -88,7 +88,15 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        dispatch(&self.shared, &mut self.inner, req).0
+        let decision = {
+            let key = self.shared.key.extract(&req);
+            self.shared.acquire(key.as_deref())
+        };
+        match decision {
+            Decision::Now(_) => ResponseFuture::called(self.inner.call(req)),
+            Decision::At(at, _) => wait(&self.shared, &mut self.inner, at, req),
+            Decision::Denied(rejection) => ResponseFuture::rejected(rejection),
+        }
     }
 }
 
@@ -110,15 +118,23 @@ where
     };
     match decision {
         Decision::Now(quota) => (ResponseFuture::called(inner.call(req)), Some(quota)),
-        Decision::At(at, quota) => {
-            let fresh = inner.clone();
-            let readied = std::mem::replace(inner, fresh);
-            let deadline = shared.clock.instant(at);
-            (
-                ResponseFuture::waiting(deadline, readied, req),
-                Some(Quota { now: at, ..quota }),
-            )
-        }
+        Decision::At(at, quota) => (
+            wait(shared, inner, at, req),
+            Some(Quota { now: at, ..quota }),
+        ),
         Decision::Denied(rejection) => (ResponseFuture::rejected(rejection), None),
     }
+}
+
+/// A call that waits for its slot at `at`: takes the readied `inner`, leaving a fresh clone.
+#[cold]
+#[inline(never)]
+fn wait<S, K, Req>(shared: &Shared<K>, inner: &mut S, at: u64, req: Req) -> ResponseFuture<S, Req>
+where
+    S: Service<Req> + Clone,
+    K: KeyExtractor,
+{
+    let fresh = inner.clone();
+    let readied = std::mem::replace(inner, fresh);
+    ResponseFuture::waiting(shared.clock.instant(at), readied, req)
 }
