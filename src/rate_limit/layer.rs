@@ -299,6 +299,7 @@ impl<K: KeyExtractor + fmt::Debug> fmt::Debug for Shared<K> {
 
 /// One decision, with what the rate-limit headers need.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // quotas are read by the HTTP face only
 pub(crate) enum Decision {
     /// Go ahead.
     Now(Quota),

@@ -1,6 +1,8 @@
 use super::future::ResponseFuture;
 use super::key::{Extract, Global, KeyExtractor};
-use super::layer::{Decision, Quota, RateLimitLayer, Shared};
+#[cfg(feature = "http")]
+use super::layer::Quota;
+use super::layer::{Decision, RateLimitLayer, Shared};
 use super::RateLimitHandle;
 use std::fmt;
 use std::sync::Arc;
@@ -102,6 +104,7 @@ where
 
 /// Decides `req` and starts its future; also returns the state of the bucket it drew from
 /// when it was admitted.
+#[cfg(feature = "http")]
 #[inline]
 pub(crate) fn dispatch<S, K, Req>(
     shared: &Shared<K>,
