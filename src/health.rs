@@ -256,6 +256,76 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+#[cfg(feature = "circuit-breaker")]
+impl HealthCheck for crate::circuit_breaker::CircuitBreakerHandle {
+    /// Closed or disabled: HEALTHY; half-open: DEGRADED; open or forced open: UNHEALTHY.
+    fn health(&self) -> ComponentHealth {
+        use crate::circuit_breaker::State;
+        let m = self.metrics();
+        let status = match m.state {
+            State::Closed | State::Disabled => Health::Healthy,
+            State::HalfOpen => Health::Degraded,
+            State::Open | State::ForcedOpen => Health::Unhealthy,
+        };
+        let detail = match m.retry_after {
+            Some(after) => format!(
+                "{}; half-open in {} ms; {} calls, {} failures, {} rejected",
+                m.state,
+                after.as_millis(),
+                m.calls,
+                m.failures,
+                m.rejections
+            ),
+            None => format!(
+                "{}; {} calls, {} failures, {} rejected",
+                m.state, m.calls, m.failures, m.rejections
+            ),
+        };
+        ComponentHealth::new("circuit_breaker", status, detail)
+    }
+}
+
+#[cfg(feature = "bulkhead")]
+impl HealthCheck for crate::bulkhead::BulkheadHandle {
+    /// DEGRADED at 80% of capacity in flight or more, else HEALTHY; never UNHEALTHY (a full
+    /// bulkhead is doing its job).
+    fn health(&self) -> ComponentHealth {
+        let m = self.metrics();
+        let status = if m.in_flight.saturating_mul(5) >= m.capacity.saturating_mul(4) {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        };
+        let detail = format!(
+            "{} of {} in flight, {} waiting, {} rejected",
+            m.in_flight, m.capacity, m.waiting, m.rejected
+        );
+        ComponentHealth::new("bulkhead", status, detail)
+    }
+}
+
+#[cfg(feature = "rate-limit")]
+impl<K> HealthCheck for crate::rate_limit::RateLimitHandle<K>
+where
+    K: crate::rate_limit::KeyExtractor + Send + Sync + 'static,
+    crate::rate_limit::RateLimitHandle<K>: Send + Sync,
+{
+    /// Always HEALTHY: limiting is the limiter doing its job. The detail gives the counts.
+    fn health(&self) -> ComponentHealth {
+        let (n, per) = self.rate();
+        let detail = format!(
+            "{} per {} ms, burst {}; {} allowed, {} limited, {} keys",
+            n,
+            per.as_millis(),
+            self.burst(),
+            self.allowed(),
+            self.limited(),
+            self.keys()
+        );
+        ComponentHealth::new("rate_limit", Health::Healthy, detail)
+    }
+}
+
 #[cfg(feature = "http")]
 pub use self::service::HealthService;
 

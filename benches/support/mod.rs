@@ -116,7 +116,15 @@ where
         .into_iter()
         .map(|h| h.join().expect("bench thread"))
         .collect();
-    let start = spans.iter().map(|s| s.0).min().expect("at least one thread");
-    let end = spans.iter().map(|s| s.1).max().expect("at least one thread");
+    let start = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let end = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
     end - start
 }
