@@ -435,6 +435,69 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "circuit-breaker")]
+    #[test]
+    fn breaker_handle_reports_its_state() {
+        let breaker = crate::circuit_breaker::CircuitBreakerLayer::new();
+        let handle = breaker.handle();
+        assert_eq!(handle.health().status(), Health::Healthy);
+        handle.force_open();
+        let h = handle.health();
+        assert_eq!(
+            (h.kind(), h.status()),
+            ("circuit_breaker", Health::Unhealthy)
+        );
+        assert!(h.detail().starts_with("FORCED_OPEN"), "{}", h.detail());
+        handle.disable();
+        assert_eq!(handle.health().status(), Health::Healthy);
+    }
+
+    #[cfg(feature = "bulkhead")]
+    #[tokio::test]
+    async fn bulkhead_handle_is_degraded_at_80_percent_in_flight() {
+        use tower::{Layer, Service, ServiceExt};
+        let bulkhead = crate::bulkhead::BulkheadLayer::new(5).unwrap();
+        let handle = bulkhead.handle();
+        let mut svc = bulkhead.layer(tower::service_fn(|()| {
+            std::future::pending::<Result<(), tower::BoxError>>()
+        }));
+        let mut held = Vec::new();
+        for n in 1..=5 {
+            held.push(svc.ready().await.unwrap().call(()));
+            let want = if n >= 4 {
+                Health::Degraded
+            } else {
+                Health::Healthy
+            };
+            assert_eq!(handle.health().status(), want, "{n} of 5 in flight");
+        }
+        drop(held);
+        assert_eq!(handle.health().status(), Health::Healthy);
+    }
+
+    #[cfg(feature = "rate-limit")]
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_handle_is_always_healthy_with_counts() {
+        use tower::{Layer, ServiceExt};
+        let limit = crate::rate_limit::RateLimitLayer::builder()
+            .rate(1, std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let handle = limit.handle();
+        let svc = limit.layer(tower::service_fn(|()| async {
+            Ok::<_, tower::BoxError>(())
+        }));
+        svc.clone().oneshot(()).await.unwrap();
+        svc.oneshot(()).await.unwrap_err();
+        let h = handle.health();
+        assert_eq!((h.kind(), h.status()), ("rate_limit", Health::Healthy));
+        assert!(
+            h.detail().contains("1 allowed, 1 limited"),
+            "{}",
+            h.detail()
+        );
+    }
+
     #[cfg(feature = "http")]
     #[tokio::test]
     async fn service_answers_503_only_when_unhealthy() {
