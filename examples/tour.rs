@@ -233,7 +233,7 @@ async fn run() -> Result<(), BoxError> {
                 .build()?,
         )
         .with_bulkhead(BulkheadLayer::new(8)?)
-        .with_attempt_timeout(Duration::from_millis(100));
+        .with_attempt_timeout(Duration::from_millis(100))?;
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let front_state = Front {
         client: client_stack.layer(http.clone()),

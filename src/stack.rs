@@ -53,7 +53,7 @@
 //! let health = HealthRegistry::new();
 //!
 //! // Around the client a handler calls (hyper-util's legacy `Client` in real code).
-//! let client_stack = ClientStack::new().with_attempt_timeout(Duration::from_secs(2));
+//! let client_stack = ClientStack::new().with_attempt_timeout(Duration::from_secs(2))?;
 //! client_stack.register_health(&health, "backend");
 //! let client = client_stack.layer(service_fn(|_: http::Request<String>| async {
 //!     Ok::<_, BoxError>(http::Response::new(String::new()))
@@ -92,6 +92,7 @@ mod client {
     use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle, CircuitBreakerLayer};
     use crate::classify::ServerErrorsAsFailures;
     use crate::correlation::{PropagateCorrelationId, PropagateCorrelationIdLayer};
+    use crate::error::{check, ConfigError};
     use crate::health::HealthRegistry;
     use crate::retry::http::{HttpPolicy, HttpRetryable};
     use crate::retry::{Retry, RetryBudget, RetryHandle, RetryLayer};
@@ -227,9 +228,13 @@ mod client {
 
         /// Sets the per-attempt timeout. A timed-out attempt fails with tower's
         /// `Elapsed`, which the breaker counts as a failure and the HTTP retry policy retries.
-        pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        ///
+        /// # Errors
+        /// A [`ConfigError`] (layer `stack`, field `attempt_timeout`) when `timeout` is zero.
+        pub fn with_attempt_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+            check::positive("stack", "attempt_timeout", timeout)?;
             self.attempt_timeout = timeout;
-            self
+            Ok(self)
         }
 
         /// The retry layer's handle: metrics, budget.
@@ -428,6 +433,11 @@ mod tests {
         assert_eq!(clone.breaker().state(), State::ForcedOpen);
         assert_eq!(client.bulkhead().capacity(), 25);
         assert_eq!(client.retry().max_attempts(), 3);
+
+        let err = ClientStack::new()
+            .with_attempt_timeout(std::time::Duration::ZERO)
+            .unwrap_err();
+        assert_eq!(err.field(), "attempt_timeout");
 
         let server = ServerStack::new();
         assert_eq!(server.clone().rate_limit().rate().0, 1_000);

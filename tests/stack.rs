@@ -204,7 +204,8 @@ async fn start() -> Harness {
                 .unwrap(),
         )
         .with_bulkhead(BulkheadLayer::new(8).unwrap())
-        .with_attempt_timeout(Duration::from_millis(100));
+        .with_attempt_timeout(Duration::from_millis(100))
+        .unwrap();
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let front = Front {
         client: client_stack.layer(http.clone()),
