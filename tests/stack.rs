@@ -364,3 +364,48 @@ async fn the_stacks_degrade_and_recover_as_the_backend_does() {
     assert_eq!(t.server_stack.bulkhead().in_flight(), 0);
     assert_eq!(t.client_stack.bulkhead().in_flight(), 0);
 }
+
+/// The budget, not the attempt count, bounds retries when every call fails: 20 calls to a
+/// backend that always answers 503, 3 attempts each, but a budget with a reserve of one retry
+/// and no deposits (ratio 0): one retry in all, and the backend sees 21 requests, not 60.
+#[tokio::test(start_paused = true)]
+async fn retries_are_bounded_by_the_budget_when_everything_fails() {
+    let hits = Arc::new(AtomicU32::new(0));
+    let backend = {
+        let hits = Arc::clone(&hits);
+        tower::service_fn(move |_: Request<()>| {
+            hits.fetch_add(1, Ordering::SeqCst);
+            async {
+                let mut res = http::Response::new(());
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, BoxError>(res)
+            }
+        })
+    };
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let stack = ClientStack::new().with_retry(
+        RetryLayer::builder()
+            .http()
+            .max_attempts(3)
+            .initial_delay(Duration::from_millis(1))
+            .max_delay(Duration::from_millis(2))
+            .budget(budget)
+            .build()
+            .unwrap(),
+    );
+    stack.breaker().disable(); // this test is about the budget alone
+    let svc = stack.layer(backend);
+    for _ in 0..20 {
+        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let m = stack.retry().metrics();
+    assert_eq!(m.retries, 1);
+    assert_eq!(m.budget_rejections, 20);
+    assert_eq!(hits.load(Ordering::SeqCst), 21);
+}
