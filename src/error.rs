@@ -87,20 +87,50 @@ impl fmt::Display for BulkheadFull {
 impl StdError for BulkheadFull {}
 
 /// The rate limit is reached: the call was not made, and no quota was spent on it.
+///
+/// Besides `retry_after`, a rejection may carry the limit it hit (the burst) and how long
+/// until that allowance is whole again, for `RateLimit-*` response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimited {
     retry_after: Duration,
+    quota: Option<(u32, Duration)>,
 }
 
 impl RateLimited {
     /// A rejection that may be retried after `retry_after`.
     pub const fn new(retry_after: Duration) -> Self {
-        Self { retry_after }
+        Self {
+            retry_after,
+            quota: None,
+        }
+    }
+
+    /// The same rejection, stating the `limit` it hit (calls allowed at once) and `reset`, the
+    /// time until that allowance is whole again.
+    pub const fn with_quota(mut self, limit: u32, reset: Duration) -> Self {
+        self.quota = Some((limit, reset));
+        self
     }
 
     /// How long until the limiter admits a call of this kind again.
     pub const fn retry_after(&self) -> Duration {
         self.retry_after
+    }
+
+    /// The limit that was hit (calls allowed at once), when the rejecting layer stated it.
+    pub const fn limit(&self) -> Option<u32> {
+        match self.quota {
+            Some((limit, _)) => Some(limit),
+            None => None,
+        }
+    }
+
+    /// How long until the whole allowance is back, when the rejecting layer stated it.
+    pub const fn reset(&self) -> Option<Duration> {
+        match self.quota {
+            Some((_, reset)) => Some(reset),
+            None => None,
+        }
     }
 }
 

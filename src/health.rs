@@ -256,6 +256,76 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+#[cfg(feature = "circuit-breaker")]
+impl HealthCheck for crate::circuit_breaker::CircuitBreakerHandle {
+    /// Closed or disabled: HEALTHY; half-open: DEGRADED; open or forced open: UNHEALTHY.
+    fn health(&self) -> ComponentHealth {
+        use crate::circuit_breaker::State;
+        let m = self.metrics();
+        let status = match m.state {
+            State::Closed | State::Disabled => Health::Healthy,
+            State::HalfOpen => Health::Degraded,
+            State::Open | State::ForcedOpen => Health::Unhealthy,
+        };
+        let detail = match m.retry_after {
+            Some(after) => format!(
+                "{}; half-open in {} ms; {} calls, {} failures, {} rejected",
+                m.state,
+                after.as_millis(),
+                m.calls,
+                m.failures,
+                m.rejections
+            ),
+            None => format!(
+                "{}; {} calls, {} failures, {} rejected",
+                m.state, m.calls, m.failures, m.rejections
+            ),
+        };
+        ComponentHealth::new("circuit_breaker", status, detail)
+    }
+}
+
+#[cfg(feature = "bulkhead")]
+impl HealthCheck for crate::bulkhead::BulkheadHandle {
+    /// DEGRADED at 80% of capacity in flight or more, else HEALTHY; never UNHEALTHY (a full
+    /// bulkhead is doing its job).
+    fn health(&self) -> ComponentHealth {
+        let m = self.metrics();
+        let status = if m.in_flight.saturating_mul(5) >= m.capacity.saturating_mul(4) {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        };
+        let detail = format!(
+            "{} of {} in flight, {} waiting, {} rejected",
+            m.in_flight, m.capacity, m.waiting, m.rejected
+        );
+        ComponentHealth::new("bulkhead", status, detail)
+    }
+}
+
+#[cfg(feature = "rate-limit")]
+impl<K> HealthCheck for crate::rate_limit::RateLimitHandle<K>
+where
+    K: crate::rate_limit::KeyExtractor + Send + Sync + 'static,
+    crate::rate_limit::RateLimitHandle<K>: Send + Sync,
+{
+    /// Always HEALTHY: limiting is the limiter doing its job. The detail gives the counts.
+    fn health(&self) -> ComponentHealth {
+        let (n, per) = self.rate();
+        let detail = format!(
+            "{} per {} ms, burst {}; {} allowed, {} limited, {} keys",
+            n,
+            per.as_millis(),
+            self.burst(),
+            self.allowed(),
+            self.limited(),
+            self.keys()
+        );
+        ComponentHealth::new("rate_limit", Health::Healthy, detail)
+    }
+}
+
 #[cfg(feature = "http")]
 pub use self::service::HealthService;
 
@@ -362,6 +432,69 @@ mod tests {
         assert_eq!(
             registry.report().to_json(),
             r#"{"status":"HEALTHY","components":{"a\"b\\c":{"kind":"t","status":"HEALTHY","detail":"line\nbreak\u0001"}}}"#
+        );
+    }
+
+    #[cfg(feature = "circuit-breaker")]
+    #[test]
+    fn breaker_handle_reports_its_state() {
+        let breaker = crate::circuit_breaker::CircuitBreakerLayer::new();
+        let handle = breaker.handle();
+        assert_eq!(handle.health().status(), Health::Healthy);
+        handle.force_open();
+        let h = handle.health();
+        assert_eq!(
+            (h.kind(), h.status()),
+            ("circuit_breaker", Health::Unhealthy)
+        );
+        assert!(h.detail().starts_with("FORCED_OPEN"), "{}", h.detail());
+        handle.disable();
+        assert_eq!(handle.health().status(), Health::Healthy);
+    }
+
+    #[cfg(feature = "bulkhead")]
+    #[tokio::test]
+    async fn bulkhead_handle_is_degraded_at_80_percent_in_flight() {
+        use tower::{Layer, Service, ServiceExt};
+        let bulkhead = crate::bulkhead::BulkheadLayer::new(5).unwrap();
+        let handle = bulkhead.handle();
+        let mut svc = bulkhead.layer(tower::service_fn(|()| {
+            std::future::pending::<Result<(), tower::BoxError>>()
+        }));
+        let mut held = Vec::new();
+        for n in 1..=5 {
+            held.push(svc.ready().await.unwrap().call(()));
+            let want = if n >= 4 {
+                Health::Degraded
+            } else {
+                Health::Healthy
+            };
+            assert_eq!(handle.health().status(), want, "{n} of 5 in flight");
+        }
+        drop(held);
+        assert_eq!(handle.health().status(), Health::Healthy);
+    }
+
+    #[cfg(feature = "rate-limit")]
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_handle_is_always_healthy_with_counts() {
+        use tower::{Layer, ServiceExt};
+        let limit = crate::rate_limit::RateLimitLayer::builder()
+            .rate(1, std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let handle = limit.handle();
+        let svc = limit.layer(tower::service_fn(|()| async {
+            Ok::<_, tower::BoxError>(())
+        }));
+        svc.clone().oneshot(()).await.unwrap();
+        svc.oneshot(()).await.unwrap_err();
+        let h = handle.health();
+        assert_eq!((h.kind(), h.status()), ("rate_limit", Health::Healthy));
+        assert!(
+            h.detail().contains("1 allowed, 1 limited"),
+            "{}",
+            h.detail()
         );
     }
 

@@ -85,6 +85,7 @@
 )]
 #![forbid(unsafe_code)]
 
+mod builder;
 pub mod classify;
 pub mod error;
 pub mod events;
@@ -109,6 +110,17 @@ pub mod rate_limit;
 #[cfg(feature = "correlation-id")]
 pub mod correlation;
 
+#[cfg(all(
+    feature = "bulkhead",
+    feature = "correlation-id",
+    any(
+        all(feature = "retry", feature = "circuit-breaker"),
+        feature = "rate-limit"
+    )
+))]
+pub mod stack;
+
+pub use crate::builder::ServiceBuilderExt;
 pub use crate::classify::{Classify, Outcome};
 pub use crate::error::{ConfigError, Rejection};
 

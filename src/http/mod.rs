@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`CircuitOpen`](crate::error::CircuitOpen) | `503 Service Unavailable` | `Retry-After` when known |
 //! | [`BulkheadFull`](crate::error::BulkheadFull) | `503 Service Unavailable` | `Retry-After` when known |
-//! | [`RateLimited`](crate::error::RateLimited) | `429 Too Many Requests` | `Retry-After` |
+//! | [`RateLimited`](crate::error::RateLimited) | `429 Too Many Requests` | `Retry-After`; `RateLimit-Limit`, `RateLimit-Remaining: 0`, `RateLimit-Reset` when the rejection states its quota |
 //! | any other error | `500 Internal Server Error` | none; a `tracing` warning under `seawall::http` |
 //!
 //! `Retry-After` is written in whole seconds, rounded up, as RFC 9110 §10.2.3 asks.

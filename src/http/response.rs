@@ -1,4 +1,5 @@
 use crate::error::Rejection;
+use http::header::{HeaderName, HeaderValue};
 use http::{header, Response, StatusCode};
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -18,6 +19,13 @@ use tower_service::Service;
 /// let res = rejection_response::<String>(&RateLimited::new(Duration::from_millis(1500)));
 /// assert_eq!(res.status(), 429);
 /// assert_eq!(res.headers()["retry-after"], "2");
+///
+/// // A rejection that states its quota also gets `RateLimit-*` headers.
+/// let limited = RateLimited::new(Duration::from_millis(200)).with_quota(5, Duration::from_secs(1));
+/// let res = rejection_response::<String>(&limited);
+/// assert_eq!(res.headers()["ratelimit-limit"], "5");
+/// assert_eq!(res.headers()["ratelimit-remaining"], "0");
+/// assert_eq!(res.headers()["ratelimit-reset"], "1");
 /// ```
 pub fn rejection_response<B: Default>(err: &(dyn StdError + 'static)) -> Response<B> {
     let Some(rejection) = Rejection::find(err) else {
@@ -36,8 +44,21 @@ pub fn rejection_response<B: Default>(err: &(dyn StdError + 'static)) -> Respons
         res.headers_mut()
             .insert(header::RETRY_AFTER, super::format_retry_after(delay));
     }
+    if let Rejection::RateLimited(limited) = rejection {
+        if let (Some(limit), Some(reset)) = (limited.limit(), limited.reset()) {
+            let headers = res.headers_mut();
+            headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+            headers.insert(RATELIMIT_REMAINING, HeaderValue::from_static("0"));
+            headers.insert(RATELIMIT_RESET, super::format_retry_after(reset));
+        }
+    }
     res
 }
+
+// The three-header form of the IETF `draft-ietf-httpapi-ratelimit-headers` drafts.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// Turns errors into responses so the wrapped service's error is `Infallible`: see
 /// [`crate::http`].
