@@ -5,10 +5,10 @@ use super::key::{Global, KeyExtractor};
 use super::service::RateLimit;
 use super::store::{Keyed, Store};
 use crate::error::{ConfigError, RateLimited};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tower_layer::Layer;
 
@@ -216,9 +216,9 @@ pub(crate) struct ParamsCell {
 }
 
 /// Allowed / limited counts, striped per thread so that counting does not make every call
-/// write one shared cache line. The first `OWNED` threads of the process that count each own a
-/// stripe and bump it with a plain load and store (one writer: exact, and no locked
-/// instruction); any further thread shares the last stripe through `fetch_add`.
+/// write one shared cache line. Up to `OWNED` live threads each own a stripe and bump it with a
+/// plain load and store (one writer: exact, and no locked instruction); any further thread
+/// shares the last stripe through `fetch_add`.
 #[derive(Debug, Default)]
 struct Stats {
     stripes: [Padded<Stripe>; OWNED + 1],
@@ -233,20 +233,65 @@ struct Stripe {
 }
 
 /// This thread's stripe index: `< OWNED` when it owns one, `OWNED` for the shared one.
+///
+/// Owned indices are process-wide (one per live thread, whatever the limiter) and go back to a
+/// free list when their thread ends, so thread churn (a blocking pool, short-lived threads)
+/// does not use them up.
 #[inline]
 fn stripe() -> usize {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     thread_local! {
         static STRIPE: Cell<u32> = const { Cell::new(u32::MAX) };
     }
-    STRIPE.with(|s| {
-        let mut i = s.get();
-        if i == u32::MAX {
-            i = NEXT.fetch_add(1, Relaxed).min(OWNED as u32);
-            s.set(i);
-        }
-        i as usize
+    STRIPE.with(|s| match s.get() {
+        u32::MAX => assign_stripe(s),
+        i => i as usize,
     })
+}
+
+static FREE_STRIPES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Gives an owned stripe index back when its thread ends.
+struct ReleaseStripe(u32);
+
+impl Drop for ReleaseStripe {
+    fn drop(&mut self) {
+        FREE_STRIPES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.0);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn assign_stripe(s: &Cell<u32>) -> usize {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local! {
+        static RELEASE: RefCell<Option<ReleaseStripe>> = const { RefCell::new(None) };
+    }
+    let reused = FREE_STRIPES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop();
+    let i = reused.unwrap_or_else(|| NEXT.fetch_add(1, Relaxed).min(OWNED as u32));
+    let i = if i < OWNED as u32 {
+        // Own it only if it can be given back; a thread already tearing down its locals
+        // shares the last stripe instead.
+        let held = RELEASE.try_with(|r| *r.borrow_mut() = Some(ReleaseStripe(i)));
+        if held.is_ok() {
+            i
+        } else {
+            FREE_STRIPES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(i);
+            OWNED as u32
+        }
+    } else {
+        OWNED as u32
+    };
+    s.set(i);
+    i as usize
 }
 
 impl Stats {
@@ -448,5 +493,41 @@ impl<K: KeyExtractor> Shared<K> {
         self.params.burst.store(u64::from(burst), Relaxed);
         tracing::info!(target: "seawall::rate_limit", burst, "burst changed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_of_ended_threads_are_reused() {
+        for _ in 0..3 * OWNED {
+            std::thread::spawn(stripe).join().unwrap();
+        }
+        assert!(std::thread::spawn(stripe).join().unwrap() < OWNED);
+    }
+
+    #[test]
+    fn counts_from_many_threads_add_up_exactly() {
+        let layer = RateLimitLayer::builder()
+            .rate(u32::MAX, Duration::from_secs(1))
+            .burst(u32::MAX)
+            .build()
+            .unwrap();
+        let threads: Vec<_> = (0..2 * OWNED + 3)
+            .map(|_| {
+                let shared = Arc::clone(&layer.shared);
+                std::thread::spawn(move || {
+                    for _ in 0..1_000 {
+                        assert!(matches!(shared.acquire(None), Decision::Now(_)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(layer.handle().allowed(), (2 * OWNED as u64 + 3) * 1_000);
     }
 }
