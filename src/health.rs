@@ -258,13 +258,18 @@ fn json_string(out: &mut String, s: &str) {
 
 #[cfg(feature = "circuit-breaker")]
 impl HealthCheck for crate::circuit_breaker::CircuitBreakerHandle {
-    /// Closed or disabled: HEALTHY; half-open: DEGRADED; open or forced open: UNHEALTHY.
+    /// Closed or disabled: HEALTHY; half-open, or open with its open time over (the next call
+    /// probes): DEGRADED; open or forced open: UNHEALTHY.
     fn health(&self) -> ComponentHealth {
         use crate::circuit_breaker::State;
         let m = self.metrics();
         let status = match m.state {
             State::Closed | State::Disabled => Health::Healthy,
             State::HalfOpen => Health::Degraded,
+            // The open time is over: the next call is a probe. A breaker half-opens only when a
+            // call arrives, so an orchestrator that stops traffic on UNHEALTHY would otherwise
+            // never let it recover; report it as half-open.
+            State::Open if m.retry_after == Some(std::time::Duration::ZERO) => Health::Degraded,
             State::Open | State::ForcedOpen => Health::Unhealthy,
         };
         let detail = match m.retry_after {
@@ -450,6 +455,26 @@ mod tests {
         assert!(h.detail().starts_with("FORCED_OPEN"), "{}", h.detail());
         handle.disable();
         assert_eq!(handle.health().status(), Health::Healthy);
+    }
+
+    #[cfg(feature = "circuit-breaker")]
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_whose_open_time_is_over_reports_degraded_without_traffic() {
+        use std::time::Duration;
+        use tower::{Layer, ServiceExt};
+        let breaker = crate::circuit_breaker::CircuitBreakerLayer::consecutive_failures(1)
+            .open_duration(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let handle = breaker.handle();
+        let svc = breaker.layer(tower::service_fn(|()| async {
+            Err::<(), tower::BoxError>("down".into())
+        }));
+        assert!(svc.oneshot(()).await.is_err());
+        assert_eq!(handle.health().status(), Health::Unhealthy);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // No call has come to half-open it, but the next one would be a probe.
+        assert_eq!(handle.health().status(), Health::Degraded);
     }
 
     #[cfg(feature = "bulkhead")]

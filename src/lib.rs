@@ -57,7 +57,7 @@
 //! | `correlation-id` | yes | [`correlation`] (implies `http`) |
 //! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After`, request body replay for retries, rate-limit headers |
 //!
-//! [`classify`], [`error`], [`fallback`] and [`health`] are always there.
+//! [`classify`], [`error`], [`events`], [`fallback`] and [`health`] are always there.
 //!
 //! # Errors
 //!
@@ -132,6 +132,9 @@ pub use crate::bulkhead::{Bulkhead, BulkheadLayer};
 
 #[cfg(feature = "retry")]
 pub use crate::retry::{Jitter, Retry, RetryBudget, RetryLayer};
+
+#[cfg(feature = "rate-limit")]
+pub use crate::rate_limit::{RateLimit, RateLimitLayer};
 
 #[cfg(feature = "correlation-id")]
 pub use crate::correlation::{CorrelationId, CorrelationIdLayer, PropagateCorrelationIdLayer};

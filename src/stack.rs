@@ -101,13 +101,6 @@ mod client {
     use tower::timeout::Timeout;
     use tower_layer::Layer;
 
-    /// The client stack's cap on a wait the other side asks for (`Retry-After`, an open
-    /// circuit's `retry_after`): 2 s, where the retry layer alone has 60 s. Composed with a
-    /// breaker that stays open 60 s, the retry layer's cap would make a call wait for the
-    /// circuit to half-open nearly every time; with 2 s an open circuit answers at once unless
-    /// it half-opens within 2 s.
-    pub(super) const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
-
     /// The default per-attempt timeout: 15 s, Envoy's default route timeout.
     pub(super) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -119,16 +112,14 @@ mod client {
     /// | layer | default | anchor |
     /// |---|---|---|
     /// | correlation | [`PropagateCorrelationIdLayer::new`]: `x-correlation-id` | the server side's header |
-    /// | retry | [`RetryLayer::builder`]`().http()`: 3 attempts, full jitter from 100 ms, [`RetryBudget::default`] (20% of calls, 10 a second), waits asked for by the other side capped at 2 s | AWS Architecture Blog's full jitter; Finagle's retry budget; the cap: see below |
+    /// | retry | [`RetryLayer::builder`]`().http()`: 3 attempts, full jitter from 100 ms, [`RetryBudget::default`] (20% of calls, 10 a second), `Retry-After` honoured up to 60 s | AWS Architecture Blog's full jitter; Finagle's retry budget |
     /// | circuit breaker | [`CircuitBreakerLayer::builder`] with [`ServerErrorsAsFailures`]: 50% of the last 100 calls, open 60 s | Resilience4j |
     /// | bulkhead | [`BulkheadLayer::builder`]: 25 in flight, reject at once | Resilience4j `maxConcurrentCalls` |
     /// | per-attempt timeout | 15 s | Envoy's default route timeout |
     ///
-    /// The retry layer's `max_retry_after` is 2 s here, not its own 60 s: the retry layer waits
-    /// for an open circuit only when the circuit half-opens within that cap, and the breaker
-    /// stays open 60 s, so with 60 s nearly every call would wait for it instead of failing
-    /// fast. A `Retry-After` longer than 2 s is clamped to 2 s (the attempt after it is still
-    /// counted by the breaker and bounded by the budget).
+    /// An open circuit is not waited for: with no deadline set, the retry layer retries a
+    /// `CircuitOpen` only when the circuit half-opens within the backoff delay it would wait
+    /// anyway, so calls fail fast while the breaker is open.
     ///
     /// # Clone
     /// Clones share every layer's state (one breaker, one bulkhead, one budget).
@@ -162,7 +153,6 @@ mod client {
             let retry = RetryLayer::builder()
                 .http()
                 .budget(RetryBudget::default())
-                .max_retry_after(DEFAULT_MAX_RETRY_AFTER)
                 .build()
                 .expect("the default retry settings are valid");
             let breaker = CircuitBreakerLayer::builder()

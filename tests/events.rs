@@ -125,3 +125,31 @@ async fn bulkhead_rejections_are_published() {
         }
     );
 }
+
+#[cfg(feature = "rate-limit")]
+#[tokio::test(start_paused = true)]
+async fn rate_limit_rejections_carry_the_exact_retry_after() {
+    use seawall::rate_limit::RateLimitLayer;
+
+    let bus = EventBus::new(8);
+    let mut rx = bus.subscribe();
+    let limit = RateLimitLayer::builder()
+        .rate(2, Duration::from_secs(1))
+        .burst(1)
+        .events(bus.source("api"))
+        .build()
+        .unwrap();
+    let svc = limit.layer(service_fn(|_: ()| async { Ok::<(), BoxError>(()) }));
+    svc.clone().oneshot(()).await.unwrap();
+    assert!(svc.oneshot(()).await.is_err());
+
+    let events = drain(&mut rx);
+    assert_eq!(events.len(), 1, "only the rejection is published");
+    assert_eq!(events[0].layer(), "rate_limit");
+    assert_eq!(
+        events[0].kind(),
+        &EventKind::Rejected {
+            retry_after: Some(Duration::from_millis(500))
+        }
+    );
+}

@@ -5,6 +5,7 @@ use super::key::{Global, KeyExtractor};
 use super::service::RateLimit;
 use super::store::{Keyed, Store};
 use crate::error::{ConfigError, RateLimited};
+use crate::events::EventSource;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -26,6 +27,7 @@ pub struct RateLimitBuilder<K = Global> {
     burst: Option<u32>,
     max_wait: Option<Duration>,
     max_keys: usize,
+    events: Option<EventSource>,
     key: K,
 }
 
@@ -36,6 +38,7 @@ impl RateLimitBuilder<Global> {
             burst: None,
             max_wait: None,
             max_keys: DEFAULT_MAX_KEYS,
+            events: None,
             key: Global,
         }
     }
@@ -84,8 +87,16 @@ impl<K> RateLimitBuilder<K> {
             burst: self.burst,
             max_wait: self.max_wait,
             max_keys: self.max_keys,
+            events: self.events,
             key,
         }
+    }
+
+    /// Also publish rejections to an [`EventBus`](crate::events::EventBus), as events of
+    /// `source` (one stream for every layer; see [`crate::events`]).
+    pub fn events(mut self, source: EventSource) -> Self {
+        self.events = Some(source);
+        self
     }
 
     /// Checks the configuration and builds the layer.
@@ -118,6 +129,7 @@ impl<K> RateLimitBuilder<K> {
             default: Padded(AtomicU64::new(0)),
             store: Store::new(self.max_keys),
             stats: Stats::default(),
+            events: self.events,
             key: self.key,
         };
         tracing::debug!(
@@ -327,6 +339,7 @@ pub(crate) struct Shared<K: KeyExtractor> {
     default: Padded<AtomicU64>,
     pub(crate) store: Store<K::Owned>,
     stats: Stats,
+    events: Option<EventSource>,
     pub(crate) key: K,
 }
 
@@ -439,6 +452,14 @@ impl<K: KeyExtractor> Shared<K> {
             retry_after = ?retry_after,
             "rate limited"
         );
+        if let Some(events) = &self.events {
+            events.publish(
+                "rate_limit",
+                crate::events::EventKind::Rejected {
+                    retry_after: Some(retry_after),
+                },
+            );
+        }
         Decision::Denied(RateLimited::new(retry_after).with_quota(limit, reset))
     }
 
