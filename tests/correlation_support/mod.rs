@@ -38,6 +38,9 @@ impl Capture {
         let capture = Capture::default();
         let subscriber = tracing_subscriber::registry().with(capture.clone());
         let guard = tracing::subscriber::set_default(subscriber);
+        // Tests on other threads may have registered the layer's callsites before this
+        // subscriber existed, caching "no interest" for them; ask every callsite again.
+        tracing::callsite::rebuild_interest_cache();
         (capture, guard)
     }
 
