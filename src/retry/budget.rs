@@ -4,7 +4,7 @@
 use crate::error::ConfigError;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -142,13 +142,7 @@ impl RetryBudget {
     ///
     /// Reads the clock and takes a short lock; it is only called when a retry is wanted.
     pub fn try_withdraw(&self) -> bool {
-        let inner = &*self.inner;
-        let mut ring = inner.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = inner.deposits.load(Ordering::Relaxed);
-        let epoch = ring.observe(Instant::now(), seen, inner.slot_len);
-        let (deposits, withdrawals) = ring.window(epoch);
-        let available =
-            u128::from(inner.reserve) * SCALE + u128::from(deposits) * inner.deposit_units;
+        let (mut ring, epoch, available, withdrawals) = self.current();
         let needed = (u128::from(withdrawals) + 1) * SCALE;
         if available >= needed {
             ring.slots[epoch as usize % SLOTS].withdrawals += 1;
@@ -160,6 +154,14 @@ impl RetryBudget {
 
     /// How many retries the budget would grant now, rounded down.
     pub fn available(&self) -> u64 {
+        let (_ring, _epoch, available, withdrawals) = self.current();
+        let spent = u128::from(withdrawals) * SCALE;
+        u64::try_from(available.saturating_sub(spent) / SCALE).unwrap_or(u64::MAX)
+    }
+
+    /// Locks the ring and brings it up to now: the ring, the current epoch, the units the
+    /// window grants (reserve plus unexpired deposits) and the retries it has already taken.
+    fn current(&self) -> (MutexGuard<'_, Ring>, u64, u128, u64) {
         let inner = &*self.inner;
         let mut ring = inner.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let seen = inner.deposits.load(Ordering::Relaxed);
@@ -167,8 +169,7 @@ impl RetryBudget {
         let (deposits, withdrawals) = ring.window(epoch);
         let available =
             u128::from(inner.reserve) * SCALE + u128::from(deposits) * inner.deposit_units;
-        let spent = u128::from(withdrawals) * SCALE;
-        u64::try_from(available.saturating_sub(spent) / SCALE).unwrap_or(u64::MAX)
+        (ring, epoch, available, withdrawals)
     }
 
     /// The share of requests that may be retried.
