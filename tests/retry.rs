@@ -634,3 +634,71 @@ async fn without_a_deadline_an_open_circuit_within_the_backoff_is_retried_after_
     layer.layer(svc).oneshot(()).await.unwrap();
     assert_eq!(log.gaps(), ms(&[150]));
 }
+
+/// What a failed attempt's future holds (a permit, a connection) is released before the
+/// backoff, not kept until the next attempt.
+#[tokio::test]
+async fn a_failed_attempt_is_dropped_before_the_backoff() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the attempt futures alive.
+    struct Held(Arc<AtomicUsize>);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An attempt that keeps its `Held` after it has answered, as a permit-holding future
+    /// (tower's `ConcurrencyLimit`'s, say) does until it is dropped.
+    struct Attempt {
+        _held: Held,
+        result: Option<Result<usize, BoxError>>,
+    }
+    impl std::future::Future for Attempt {
+        type Output = Result<usize, BoxError>;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(self.result.take().expect("polled after completion"))
+        }
+    }
+
+    tokio::time::pause();
+    let alive = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let alive = alive.clone();
+        service_fn(move |()| {
+            alive.fetch_add(1, Ordering::SeqCst);
+            let held = Held(alive.clone());
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let result = if n == 0 {
+                Err::<usize, BoxError>("refused".into())
+            } else {
+                Ok(n)
+            };
+            Attempt {
+                _held: held,
+                result: Some(result),
+            }
+        })
+    };
+    let layer = RetryLayer::builder()
+        .max_attempts(2)
+        .initial_delay(Duration::from_secs(1))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let mut call = Box::pin(layer.layer(svc).oneshot(()));
+    // The first attempt fails; the call now waits out the backoff.
+    assert!(futures::poll!(call.as_mut()).is_pending());
+    assert_eq!(
+        alive.load(Ordering::SeqCst),
+        0,
+        "the failed attempt is still held"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(call.await.unwrap(), 1);
+}

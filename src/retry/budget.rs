@@ -34,7 +34,7 @@ const COMMIT_SHIFT: u32 = 8;
 /// [`deposit`](Self::deposit) is one relaxed atomic add; it reads no clock and takes no lock,
 /// except that once every 256 deposits it reads the clock and *tries* the lock (never waiting)
 /// to stamp the deposits with the time. The retry layer batches even that add: each service
-/// clone deposits its calls sixteen at a time, and when it is dropped. Only
+/// clone deposits its calls 64 at a time, and when it is dropped. Only
 /// [`try_withdraw`](Self::try_withdraw), on the retry path, reads the clock and locks.
 ///
 /// # Accuracy

@@ -9,6 +9,8 @@ use crate::events::EventKind;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
@@ -26,34 +28,98 @@ pin_project! {
         P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
         S: Service<<P as Replay<Req>>::Request>,
     {
+        // The attempt in flight; `Done` from a failed attempt to the next one, so that
+        // whatever a finished attempt holds (a permit, a connection) is not kept through the
+        // backoff.
         #[pin]
-        state: State<<S as Service<<P as Replay<Req>>::Request>>::Future, <P as Replay<Req>>::Request>,
+        future: Attempt<<S as Service<<P as Replay<Req>>::Request>>::Future>,
         // A clone of the inner service for the retries; `None` when the request is not
         // retryable.
         service: Option<S>,
         policy: P,
         stash: Option<<P as Replay<Req>>::Stash>,
         core: CoreRef,
-        // Timers and retry bookkeeping, boxed and built only when a timeout or deadline is set
-        // or a retry happens: a `tokio::time::Sleep` is over a hundred bytes, and a future that
-        // carries one inline is copied with a `memmove` call at every move, which cost the
-        // success path more than everything else in it.
-        extra: Option<Pin<Box<Extra>>>,
+        // Where the call stands, its timers and retry bookkeeping: boxed, and built only when
+        // a timeout or deadline is set or a retry happens. Without it the call is on its
+        // first attempt with no timer, and a poll is a poll of `future` and a look at its
+        // result. (A `tokio::time::Sleep` is over a hundred bytes; a future carrying one
+        // inline is copied with a `memmove` call at every move.)
+        extra: Timers<<P as Replay<Req>>::Request>,
+    }
+}
+
+/// The optional box of [`Extra`], with a drop that looks at the option in line and frees the
+/// box out of line. Left to itself, the compiler puts the drop of a boxed `Extra` (which holds
+/// a `Sleep`) out of line, and the response future's drop then calls it on every success path,
+/// where there is no box at all.
+pub(crate) struct Timers<R>(ManuallyDrop<Bookkeeping<R>>);
+
+impl<R> Timers<R> {
+    fn new(extra: Bookkeeping<R>) -> Self {
+        Timers(ManuallyDrop::new(extra))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free(&mut self) {
+        drop(ManuallyDrop::into_inner(std::mem::replace(
+            &mut self.0,
+            ManuallyDrop::new(None),
+        )));
+    }
+}
+
+impl<R> Drop for Timers<R> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            self.free();
+        }
+    }
+}
+
+impl<R> Deref for Timers<R> {
+    type Target = Bookkeeping<R>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<R> DerefMut for Timers<R> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<F, R> {
-        Calling { #[pin] future: F },
-        Sleeping { request: Option<R> },
-        Readying { request: Option<R> },
+    #[project = AttemptProj]
+    enum Attempt<F> {
+        Running { #[pin] future: F },
+        Done,
     }
+}
+
+/// The optional box of a call's [`Extra`].
+type Bookkeeping<R> = Option<Pin<Box<Extra<R>>>>;
+
+/// What a call resolves to.
+type Answer<P, S, Req> = Result<<S as Service<<P as Replay<Req>>::Request>>::Response, BoxError>;
+
+/// Where a call with bookkeeping stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// An attempt is in flight.
+    Calling,
+    /// Waiting out the backoff before the next attempt.
+    Sleeping,
+    /// Waiting for the inner service to be ready for the next attempt.
+    Readying,
 }
 
 pin_project! {
     /// Timers and retry bookkeeping of one call.
-    pub(crate) struct Extra {
+    pub(crate) struct Extra<R> {
         // The backoff sleep, or the cut-off of the attempt in flight when `armed`.
         #[pin]
         sleep: Sleep,
@@ -64,6 +130,9 @@ pin_project! {
         // Attempts made so far, the one in flight included.
         attempt: u32,
         previous_delay: Option<Duration>,
+        phase: Phase,
+        // The next attempt's request, while sleeping or readying.
+        request: Option<R>,
     }
 }
 
@@ -73,7 +142,7 @@ enum Cause {
     Deadline(Duration),
 }
 
-impl Extra {
+impl<R> Extra<R> {
     /// Bookkeeping for a call that started now.
     fn new(config: &Config) -> Pin<Box<Self>> {
         let now = Instant::now();
@@ -86,7 +155,18 @@ impl Extra {
             deadline,
             attempt: 1,
             previous_delay: None,
+            phase: Phase::Calling,
+            request: None,
         })
+    }
+
+    /// Bookkeeping for a call that starts now, its cut-off armed. Out of line: only a layer
+    /// with a timeout or a deadline needs it.
+    #[inline(never)]
+    fn armed(config: &Config) -> Pin<Box<Self>> {
+        let mut extra = Extra::new(config);
+        extra.as_mut().arm(config);
+        extra
     }
 
     /// Arms the cut-off for the attempt starting now: the per-attempt timeout or the
@@ -120,14 +200,11 @@ where
 {
     /// The bookkeeping a call needs from its start: only with a timeout or a deadline.
     #[inline]
-    pub(crate) fn timers(core: &CoreRef) -> Option<Pin<Box<Extra>>> {
-        let config = &core.config;
-        if config.attempt_timeout.is_none() && config.deadline.is_none() {
+    pub(crate) fn timers(core: &CoreRef) -> Bookkeeping<<P as Replay<Req>>::Request> {
+        if !core.config.timed {
             return None;
         }
-        let mut extra = Extra::new(config);
-        extra.as_mut().arm(config);
-        Some(extra)
+        Some(Extra::armed(&core.config))
     }
 
     /// `future` should be the last argument computed: nothing then stands between the inner
@@ -138,16 +215,16 @@ where
         policy: P,
         stash: Option<<P as Replay<Req>>::Stash>,
         core: CoreRef,
-        extra: Option<Pin<Box<Extra>>>,
+        extra: Bookkeeping<<P as Replay<Req>>::Request>,
         future: <S as Service<<P as Replay<Req>>::Request>>::Future,
     ) -> Self {
         Self {
-            state: State::Calling { future },
+            future: Attempt::Running { future },
             service,
             policy,
             stash,
             core,
-            extra,
+            extra: Timers::new(extra),
         }
     }
 }
@@ -162,17 +239,50 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
+        if this.extra.is_some() {
+            return self.poll_slow(cx);
+        }
+        // The first attempt, with no timer: the success path.
+        let AttemptProj::Running { future } = this.future.project() else {
+            panic!("`ResponseFuture` polled after completion");
+        };
+        let result: Result<_, BoxError> = ready!(future.poll(cx)).map_err(Into::into);
+        if this.stash.is_none() || !this.policy.classify(&result).is_failure() {
+            return Poll::Ready(result);
+        }
+        match self.as_mut().failed(result) {
+            Some(result) => Poll::Ready(result),
+            None => self.poll_slow(cx),
+        }
+    }
+}
+
+impl<P, S, Req> ResponseFuture<P, S, Req>
+where
+    P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
+    S: Service<<P as Replay<Req>>::Request>,
+    <S as Service<<P as Replay<Req>>::Request>>::Error: Into<BoxError>,
+{
+    /// A call with bookkeeping: timers, retries, the attempts after the first.
+    #[inline(never)]
+    fn poll_slow(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
         loop {
             let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                StateProj::Calling { future } => {
+            let mut extra = this
+                .extra
+                .as_mut()
+                .expect("a call off the success path has its bookkeeping")
+                .as_mut();
+            match extra.phase {
+                Phase::Calling => {
+                    let AttemptProj::Running { future } = this.future.as_mut().project() else {
+                        panic!("`ResponseFuture` polled after completion");
+                    };
                     let result: Result<_, BoxError> = match future.poll(cx) {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
-                            let Some(extra) = this.extra.as_mut() else {
-                                return Poll::Pending;
-                            };
-                            let extra = extra.as_mut().project();
+                            let extra = extra.project();
                             let Some(cause) = *extra.armed else {
                                 return Poll::Pending;
                             };
@@ -191,29 +301,18 @@ where
                             }
                         }
                     };
-                    let Some(stash) = this.stash.as_mut() else {
-                        return Poll::Ready(result);
-                    };
-                    if !this.policy.classify(&result).is_failure() {
+                    if this.stash.is_none() || !this.policy.classify(&result).is_failure() {
                         return Poll::Ready(result);
                     }
-                    let config = &this.core.config;
-                    let extra = this.extra.get_or_insert_with(|| Extra::new(config));
-                    let next = decide(&*this.policy, stash, this.core, extra.as_mut(), &result);
-                    match next {
-                        None => return Poll::Ready(result),
-                        Some(request) => this.state.set(State::Sleeping {
-                            request: Some(request),
-                        }),
+                    if let Some(result) = self.as_mut().failed(result) {
+                        return Poll::Ready(result);
                     }
                 }
-                StateProj::Sleeping { request } => {
-                    let extra = this.extra.as_mut().expect("a retry has its bookkeeping");
+                Phase::Sleeping => {
                     ready!(extra.as_mut().project().sleep.poll(cx));
-                    let request = request.take();
-                    this.state.set(State::Readying { request });
+                    *extra.project().phase = Phase::Readying;
                 }
-                StateProj::Readying { request } => {
+                Phase::Readying => {
                     let service = this
                         .service
                         .as_mut()
@@ -221,13 +320,38 @@ where
                     if let Err(e) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
-                    let request = request.take().expect("polled after completion");
-                    let future = service.call(request);
-                    let extra = this.extra.as_mut().expect("a retry has its bookkeeping");
-                    *extra.as_mut().project().attempt += 1;
+                    let parts = extra.as_mut().project();
+                    let request = parts.request.take().expect("polled after completion");
+                    this.future.set(Attempt::Running {
+                        future: service.call(request),
+                    });
+                    *parts.attempt += 1;
+                    *parts.phase = Phase::Calling;
                     extra.as_mut().arm(&this.core.config);
-                    this.state.set(State::Calling { future });
                 }
+            }
+        }
+    }
+
+    /// A retryable attempt failed: either the call moves on to the backoff sleep (`None`),
+    /// or the failure is returned as it is (attempts, budget or deadline ran out).
+    #[cold]
+    #[inline(never)]
+    fn failed(self: Pin<&mut Self>, result: Answer<P, S, Req>) -> Option<Answer<P, S, Req>> {
+        let mut this = self.project();
+        let Some(stash) = this.stash.as_mut() else {
+            return Some(result);
+        };
+        let config = &this.core.config;
+        let extra = this.extra.get_or_insert_with(|| Extra::new(config));
+        match decide(&*this.policy, stash, this.core, extra.as_mut(), &result) {
+            None => Some(result),
+            Some(request) => {
+                let extra = extra.as_mut().project();
+                *extra.request = Some(request);
+                *extra.phase = Phase::Sleeping;
+                this.future.set(Attempt::Done);
+                None
             }
         }
     }
@@ -239,7 +363,7 @@ fn decide<P, Req, Res>(
     policy: &P,
     stash: &mut <P as Replay<Req>>::Stash,
     core: &CoreRef,
-    extra: Pin<&mut Extra>,
+    extra: Pin<&mut Extra<<P as Replay<Req>>::Request>>,
     result: &Result<Res, BoxError>,
 ) -> Option<<P as Replay<Req>>::Request>
 where

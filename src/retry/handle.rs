@@ -22,9 +22,9 @@ pub(crate) struct Metrics {
 pub struct RetryMetrics {
     /// Attempts made: first attempts plus retries.
     ///
-    /// First attempts are counted by each service clone locally and published sixteen at a
+    /// First attempts are counted by each service clone locally and published 64 at a
     /// time, and when the clone is dropped (so the success path writes no shared counter);
-    /// a live clone may have up to fifteen calls not yet counted here.
+    /// a live clone may have up to 63 calls not yet counted here.
     pub attempts: u64,
     /// Retries made (attempts after the first).
     pub retries: u64,

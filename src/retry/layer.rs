@@ -292,6 +292,7 @@ impl<P> RetryLayerBuilder<P> {
                 max_retry_after: self.max_retry_after,
                 attempt_timeout: self.attempt_timeout,
                 deadline: self.deadline,
+                timed: self.attempt_timeout.is_some() || self.deadline.is_some(),
             },
             budget: self.budget,
             metrics: Metrics::default(),

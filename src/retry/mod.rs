@@ -33,7 +33,7 @@
 //! request (and the inner service, for a retry that may come), and reads no clock. A
 //! per-attempt timeout or a deadline adds a clock read and one small allocation (the timer)
 //! per call; retries allocate their timer too. No shared counter is written per call: each
-//! service clone counts its calls and publishes them sixteen at a time (to the metrics and the
+//! service clone counts its calls and publishes them 64 at a time (to the metrics and the
 //! budget). The RNG is touched only when a retry happens.
 //!
 //! # Example

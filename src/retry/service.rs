@@ -9,7 +9,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 /// First attempts are published to the shared counters this many at a time.
-const BATCH: u32 = 16;
+const BATCH: u32 = 64;
 
 /// Retries failed calls of the inner service with backoff and jitter, within a budget.
 /// Built by [`RetryLayer`](super::RetryLayer); see [the module docs](super).

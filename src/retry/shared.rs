@@ -17,6 +17,9 @@ pub(crate) struct Config {
     pub(crate) max_retry_after: Duration,
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
+    /// Whether a call needs a timer from its start: a per-attempt timeout or a deadline is
+    /// set. Kept apart so that the success path reads one byte.
+    pub(crate) timed: bool,
 }
 
 pub(crate) type OnRetry = Arc<dyn Fn(&RetryEvent<'_>) + Send + Sync>;
