@@ -7,21 +7,30 @@
 //!   `x-client-id`, with a rate no bench reaches -> bulkhead) in front of a bare handler, with
 //!   an incoming valid id.
 //!
-//! Every call builds its request (four headers, as a real one has), in the bare row too: read
-//! the stacks' cost as the difference from the bare row. Prints allocations per call; two-thread rows give the combined throughput (compare with the
-//! one-thread rows as a ratio, measured in the same run).
+//! Every call builds its request as hyper's parser hands it over: headers whose values (and
+//! the path) are slices of one shared buffer, in a map sized for them. The server's request
+//! carries an `x-correlation-id`; the client's does not, so the propagation layer has its job
+//! to do (it adds the id of the scope). Each stack has its own bare row, which builds the
+//! same request: read a stack's cost as the difference from its bare row. The service is
+//! held across calls, as a connection task holds it; the "cloned per call" rows add the clone
+//! (and drop) that axum's `Router` makes per request.
 //!
-//! Run: `cargo bench --all-features --bench stack`
+//! The summary table comes first: the fastest of many short rounds, the subjects' rounds
+//! interleaved, so that every subject sees the same machine (a shared, busy machine moves
+//! criterion's medians by a microsecond from one subject to the next). Criterion groups follow.
+//!
+//! Run: `cargo bench --all-features --bench stack` (`-- nomatchxyz` prints only the table).
 mod support;
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use seawall::correlation::CorrelationId;
 use seawall::rate_limit::{HeaderKey, RateLimitLayer};
 use seawall::stack::{ClientStack, ServerStack};
@@ -54,14 +63,37 @@ impl Service<Request<()>> for Bare {
     }
 }
 
-fn request() -> Request<()> {
-    Request::get("/items/7")
-        .header(HOST, "example.com")
-        .header(USER_AGENT, "bench/1.0")
-        .header("x-client-id", "client-42")
-        .header("x-correlation-id", "3f1c2a9e-5b7d-4e2f-9a61-0c8d7e6b5a43")
-        .body(())
-        .expect("request")
+const ID: &str = "3f1c2a9e-5b7d-4e2f-9a61-0c8d7e6b5a43";
+const CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
+const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// What one request's head leaves in the read buffer: the path and the header values.
+const HEAD: &str = "/items/7example.combench/1.0client-423f1c2a9e-5b7d-4e2f-9a61-0c8d7e6b5a43";
+
+thread_local! {
+    /// A connection's read buffer: every request's values are slices of it (a reference count
+    /// each, no copy), as hyper's are.
+    static BUFFER: Bytes = Bytes::from(HEAD.as_bytes().to_vec());
+}
+
+/// A request as it comes off the wire; with `x-correlation-id` when `with_id`.
+fn request(with_id: bool) -> Request<()> {
+    let buf = BUFFER.with(Bytes::clone);
+    let value = |from: usize, len: usize| {
+        HeaderValue::from_maybe_shared(buf.slice(from..from + len)).expect("value")
+    };
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(HOST, value(8, 11));
+    headers.insert(USER_AGENT, value(19, 9));
+    headers.insert(CLIENT_ID, value(28, 9));
+    if with_id {
+        headers.insert(CORRELATION_ID, value(37, 36));
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = Uri::from_maybe_shared(buf.slice(0..8)).expect("path");
+    *req.headers_mut() = headers;
+    req
 }
 
 fn server_stack() -> ServerStack<HeaderKey> {
@@ -69,114 +101,250 @@ fn server_stack() -> ServerStack<HeaderKey> {
         RateLimitLayer::builder()
             .rate(1_000_000_000, Duration::from_secs(1))
             .burst(1_000_000_000)
-            .key(HeaderKey::new(HeaderName::from_static("x-client-id")))
+            .key(HeaderKey::new(CLIENT_ID))
             .build()
             .expect("rate"),
     )
 }
 
-async fn one<S>(svc: &mut S)
+/// One call: `ready().await`, then `call().await`, as a connection task does.
+async fn one<S>(svc: &mut S, with_id: bool)
 where
     S: Service<Request<()>, Response = Response<()>>,
     S::Error: std::fmt::Debug,
 {
-    let res = svc.ready().await.unwrap().call(request()).await.unwrap();
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(with_id))
+        .await
+        .unwrap();
     std::hint::black_box(res);
 }
 
-fn bench(c: &mut Criterion) {
-    let id = CorrelationId::try_from("3f1c2a9e-5b7d-4e2f-9a61-0c8d7e6b5a43").unwrap();
+/// How a subject is called.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// The request carries an incoming `x-correlation-id` (server side).
+    with_id: bool,
+    /// The service is cloned (and dropped) per call, as axum's `Router` does.
+    clone_per_call: bool,
+}
+
+/// `calls` calls on `svc`.
+async fn calls<S>(svc: &mut S, calls: u64, mode: Mode)
+where
+    S: Service<Request<()>, Response = Response<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..calls {
+        if mode.clone_per_call {
+            one(&mut svc.clone(), mode.with_id).await;
+        } else {
+            one(svc, mode.with_id).await;
+        }
+    }
+}
+
+/// One row of the table: how to time a round on this thread, and rounds on several threads.
+struct Subject<'a> {
+    name: &'static str,
+    /// Runs `n` calls on this thread and returns how long they took.
+    round: Box<dyn FnMut(u64) -> Duration + 'a>,
+    /// Runs `n` calls on each of `threads` threads at once and returns the wall time.
+    threads: Box<dyn Fn(usize, u64) -> Duration + 'a>,
+}
+
+/// A subject over `svc`; inside a correlation scope (as a handler's outbound call runs) when
+/// `scope` is given. The scope is entered once per round, outside the timing.
+fn subject<'a, S>(
+    name: &'static str,
+    rt: &'a tokio::runtime::Runtime,
+    svc: S,
+    scope: Option<CorrelationId>,
+    mode: Mode,
+) -> Subject<'a>
+where
+    S: Service<Request<()>, Response = Response<()>> + Clone + Send + Sync + 'static,
+    S::Error: std::fmt::Debug,
+{
+    let mut mine = svc.clone();
+    let id = scope.clone();
+    let round = move |n: u64| {
+        let timed = async {
+            let start = Instant::now();
+            calls(&mut mine, n, mode).await;
+            start.elapsed()
+        };
+        match &id {
+            Some(id) => rt.block_on(tokio::task::unconstrained(id.clone().scope(timed))),
+            None => rt.block_on(tokio::task::unconstrained(timed)),
+        }
+    };
+    let threads = move |threads: usize, n: u64| {
+        let svc = svc.clone();
+        let scope = scope.clone();
+        support::run_on_threads(threads, n, move |_, n| {
+            let mut svc = svc.clone();
+            let scope = scope.clone();
+            async move {
+                match scope {
+                    Some(id) => id.scope(calls(&mut svc, n, mode)).await,
+                    None => calls(&mut svc, n, mode).await,
+                }
+            }
+        })
+    };
+    Subject {
+        name,
+        round: Box::new(round),
+        threads: Box::new(threads),
+    }
+}
+
+fn subjects(rt: &tokio::runtime::Runtime) -> Vec<Subject<'_>> {
+    let _guard = rt.enter();
+    let id = CorrelationId::try_from(ID).unwrap();
+    let client = |clone_per_call| Mode {
+        with_id: false,
+        clone_per_call,
+    };
+    let server = |clone_per_call| Mode {
+        with_id: true,
+        clone_per_call,
+    };
+    vec![
+        subject(
+            "bare, client request",
+            rt,
+            Bare,
+            Some(id.clone()),
+            client(false),
+        ),
+        subject(
+            "client stack",
+            rt,
+            ClientStack::new().layer(Bare),
+            Some(id.clone()),
+            client(false),
+        ),
+        subject(
+            "client stack, cloned per call",
+            rt,
+            ClientStack::new().layer(Bare),
+            Some(id),
+            client(true),
+        ),
+        subject("bare, server request", rt, Bare, None, server(false)),
+        subject(
+            "server stack",
+            rt,
+            server_stack().layer(Bare),
+            None,
+            server(false),
+        ),
+        subject(
+            "server stack, cloned per call",
+            rt,
+            server_stack().layer(Bare),
+            None,
+            server(true),
+        ),
+    ]
+}
+
+/// Rounds per subject, interleaved with the other subjects' rounds; the fastest is the figure
+/// (on a shared machine, the round least disturbed by other processes). Short rounds, so that
+/// many fall between two preemptions.
+const ROUNDS: usize = 200;
+const CALLS: u64 = 1_000;
+/// Two-thread rounds are longer, so that the threads' start-up skew is small against them.
+const THREAD_ROUNDS: usize = 10;
+const THREAD_CALLS: u64 = 50_000;
+
+/// Prints one markdown table: ns per call and allocations per call on one thread, and the
+/// throughput of two threads sharing one stack relative to one thread.
+fn summary(_: &mut Criterion) {
     let rt = support::runtime();
+    let mut subjects = subjects(&rt);
+
+    // Warm up: lazily built state (a key's entry, a thread's stripe, the allocator's free
+    // lists) is not a per-call cost.
+    for s in subjects.iter_mut() {
+        (s.round)(10 * CALLS);
+    }
+    let allocs: Vec<f64> = subjects
+        .iter_mut()
+        .map(|s| {
+            let before = support::allocations();
+            (s.round)(CALLS);
+            (support::allocations() - before) as f64 / CALLS as f64
+        })
+        .collect();
+    let mut best = vec![f64::MAX; subjects.len()];
+    for _ in 0..ROUNDS {
+        for (s, best) in subjects.iter_mut().zip(best.iter_mut()) {
+            let ns = (s.round)(CALLS).as_nanos() as f64 / CALLS as f64;
+            *best = best.min(ns);
+        }
+    }
+    let mut fastest = vec![[Duration::MAX; 2]; subjects.len()];
+    for _ in 0..THREAD_ROUNDS {
+        for (s, fastest) in subjects.iter().zip(fastest.iter_mut()) {
+            for (i, threads) in [1, 2].into_iter().enumerate() {
+                fastest[i] = fastest[i].min((s.threads)(threads, THREAD_CALLS));
+            }
+        }
+    }
+
+    println!("\n| subject | ns/call (1 thread) | added to bare | allocs/call | 2-thread throughput vs 1 |");
+    println!("|---|---|---|---|---|");
+    let mut base = 0;
+    for (i, s) in subjects.iter().enumerate() {
+        let [one, two] = fastest[i];
+        let scaling = 2.0 * one.as_secs_f64() / two.as_secs_f64();
+        // Each stack against the bare row before it, which makes the same requests.
+        let (added, allocs) = if s.name.starts_with("bare") {
+            base = i;
+            (String::new(), format!("{:.2}", allocs[i]))
+        } else {
+            let added = format!(
+                "{:+.1} ns ({:.2}x)",
+                best[i] - best[base],
+                best[i] / best[base]
+            );
+            (added, format!("{:+.2}", allocs[i] - allocs[base]))
+        };
+        println!(
+            "| {} | {:.1} | {added} | {allocs} | {scaling:.2}x |",
+            s.name, best[i]
+        );
+    }
+    println!();
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = support::runtime();
+    let mut subjects = subjects(&rt);
     let mut group = c.benchmark_group("stack");
     group.throughput(Throughput::Elements(1));
-
-    group.bench_function("bare", |b| {
-        let svc = Bare;
-        b.to_async(&rt)
-            .iter(|| tokio::task::unconstrained(async { one(&mut svc.clone()).await }));
-    });
-    group.bench_function("client_stack", |b| {
-        let _guard = rt.enter();
-        let svc = ClientStack::new().layer(Bare);
-        b.to_async(&rt).iter(|| {
-            let mut svc = svc.clone();
-            tokio::task::unconstrained(id.clone().scope(async move { one(&mut svc).await }))
-        });
-    });
-    group.bench_function("server_stack", |b| {
-        let _guard = rt.enter();
-        let svc = server_stack().layer(Bare);
-        b.to_async(&rt).iter(|| {
-            let mut svc = svc.clone();
-            tokio::task::unconstrained(async move { one(&mut svc).await })
-        });
-    });
+    for s in subjects.iter_mut() {
+        group.bench_function(s.name, |b| b.iter_custom(|iters| (s.round)(iters)));
+    }
     group.finish();
 
     let mut group = c.benchmark_group("stack_two_threads");
     group.throughput(Throughput::Elements(2));
-    let client = {
-        let _guard = rt.enter();
-        ClientStack::new().layer(Bare)
-    };
-    group.bench_function("client_stack", |b| {
-        b.iter_custom(|iters| {
-            let svc = client.clone();
-            let id = id.clone();
-            support::run_on_threads(2, iters, move |_, n| {
-                let mut svc = svc.clone();
-                id.clone().scope(async move {
-                    for _ in 0..n {
-                        one(&mut svc).await;
-                    }
-                })
-            })
-        });
-    });
-    let server = {
-        let _guard = rt.enter();
-        server_stack().layer(Bare)
-    };
-    group.bench_function("server_stack", |b| {
-        b.iter_custom(|iters| {
-            let svc = server.clone();
-            support::run_on_threads(2, iters, move |_, n| {
-                let mut svc = svc.clone();
-                async move {
-                    for _ in 0..n {
-                        one(&mut svc).await;
-                    }
-                }
-            })
-        });
-    });
+    for s in subjects.iter() {
+        group.bench_function(s.name, |b| b.iter_custom(|iters| (s.threads)(2, iters)));
+    }
     group.finish();
-
-    let bare = support::allocations_per_call(10_000, || async { one(&mut Bare).await });
-    let client_svc = {
-        let _guard = rt.enter();
-        ClientStack::new().layer(Bare)
-    };
-    let client = support::allocations_per_call(10_000, || {
-        let mut svc = client_svc.clone();
-        id.clone().scope(async move { one(&mut svc).await })
-    });
-    let server_svc = {
-        let _guard = rt.enter();
-        server_stack().layer(Bare)
-    };
-    let server = support::allocations_per_call(10_000, || {
-        let mut svc = server_svc.clone();
-        async move { one(&mut svc).await }
-    });
-    println!(
-        "allocations per call: bare {bare:.2}, client stack {client:.2}, server stack {server:.2}"
-    );
 }
 
 criterion_group! {
     name = benches;
     config = support::criterion();
-    targets = bench
+    targets = summary, bench
 }
 criterion_main!(benches);

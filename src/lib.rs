@@ -56,6 +56,7 @@
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `correlation-id` | yes | [`correlation`] (implies `http`) |
 //! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After`, request body replay for retries, rate-limit headers |
+//! | `metrics` | no | [`metrics`](mod@metrics): the [`events`] as counters, a gauge and a histogram of the `metrics` facade |
 //!
 //! [`classify`], [`error`], [`events`], [`fallback`] and [`health`] are always there.
 //!
@@ -109,6 +110,9 @@ pub mod rate_limit;
 
 #[cfg(feature = "correlation-id")]
 pub mod correlation;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 #[cfg(all(
     feature = "bulkhead",
