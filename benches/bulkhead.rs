@@ -1,5 +1,7 @@
 //! The bulkhead's happy path (never full) against the bare service, tower's `ConcurrencyLimit`
 //! and tower-resilience's bulkhead, single-threaded and with two threads sharing one bulkhead.
+//! A floor row (the bare service plus one atomic read-modify-write) shows what this machine
+//! charges for the one RMW a reject-mode call makes.
 //!
 //! Run: `cargo bench --all-features --bench bulkhead`
 mod support;
@@ -7,6 +9,7 @@ mod support;
 use std::cell::RefCell;
 use std::future::{ready, Ready};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,44 @@ impl Service<u64> for Bare {
     }
 }
 
+/// The floor for a counting bulkhead: the bare service plus one uncontended atomic
+/// read-modify-write per call (the least a bulkhead can do and still never admit more than
+/// its limit; see the module docs of `src/bulkhead/state.rs`). Each clone counts on its own
+/// cache line, so two threads do not contend.
+struct OneRmw(Box<PaddedCounter>);
+
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
+
+impl OneRmw {
+    fn new() -> Self {
+        Self(Box::new(PaddedCounter(AtomicU64::new(0))))
+    }
+}
+
+impl Clone for OneRmw {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl Service<u64> for OneRmw {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = Ready<Result<u64, BoxError>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        self.0 .0.fetch_add(1, Ordering::Relaxed);
+        ready(Ok(req))
+    }
+}
+
 /// One call: `ready().await`, then `call().await`, as a server's connection task does.
 macro_rules! one_call {
     ($svc:expr, $i:expr) => {{
@@ -56,6 +97,7 @@ macro_rules! one_call {
 macro_rules! for_each_subject {
     ($m:ident) => {
         $m!("bare", Bare);
+        $m!("floor: bare + one atomic RMW", OneRmw::new());
         $m!(
             "seawall reject",
             BulkheadLayer::builder()

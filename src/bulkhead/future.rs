@@ -41,11 +41,35 @@ pin_project! {
             permit: Option<Permit>,
         },
         Waiting {
-            wait: Box<Wait<S, Req>>,
+            wait: Waiting<S, Req>,
         },
         Rejected {
-            error: Option<BulkheadFull>,
+            // Boxed at once (it would be at the first poll anyway): pointer-sized fields keep
+            // this variant from splitting the happy path's fields in the enum's layout.
+            error: Option<BoxError>,
         },
+    }
+}
+
+/// A call waiting for a permit, boxed: the happy path's future stays small.
+pub(crate) struct Waiting<S, Req>(Box<Wait<S, Req>>);
+
+impl<S, Req> Waiting<S, Req> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        node: Arc<Node>,
+        service: S,
+        request: Req,
+        deadline: Instant,
+    ) -> Self {
+        Self(Box::new(Wait {
+            shared,
+            node,
+            service,
+            request: Some(request),
+            deadline,
+            sleep: None,
+        }))
     }
 }
 
@@ -71,7 +95,7 @@ impl<S, Req> Wait<S, Req> {
                 ready!(sleep.as_mut().poll(cx));
                 if !self.shared.expire(&self.node) {
                     self.request = None; // out of the queue: nothing for Drop to do
-                    return Poll::Ready(Err(self.shared.core().reject("max wait expired")));
+                    return Poll::Ready(Err(self.shared.reject("max wait expired")));
                 }
             }
         }
@@ -105,28 +129,15 @@ where
 
     pub(crate) fn rejected(error: BulkheadFull) -> Self {
         Self {
-            state: State::Rejected { error: Some(error) },
+            state: State::Rejected {
+                error: Some(error.into()),
+            },
         }
     }
 
-    pub(crate) fn waiting(
-        shared: Arc<Shared>,
-        node: Arc<Node>,
-        service: S,
-        request: Req,
-        deadline: Instant,
-    ) -> Self {
+    pub(crate) fn waiting(wait: Waiting<S, Req>) -> Self {
         Self {
-            state: State::Waiting {
-                wait: Box::new(Wait {
-                    shared,
-                    node,
-                    service,
-                    request: Some(request),
-                    deadline,
-                    sleep: None,
-                }),
-            },
+            state: State::Waiting { wait },
         }
     }
 }
@@ -142,28 +153,46 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let (future, permit) = match this.state.as_mut().project() {
-                StateProj::Called { future, permit } => {
-                    let output = ready!(future.poll(cx));
-                    // Give the permit back as soon as the call is over.
-                    drop(permit.take());
-                    return Poll::Ready(output.map_err(Into::into));
-                }
-                StateProj::Rejected { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
-                }
-                StateProj::Waiting { wait } => {
-                    let (permit, request) = ready!(wait.poll_permit(cx))?;
-                    (wait.service.call(request), permit)
-                }
-            };
-            this.state.set(State::Called {
-                future,
-                permit: Some(permit),
-            });
+            if let StateProj::Called { future, permit } = this.state.as_mut().project() {
+                let output = ready!(future.poll(cx));
+                // Give the permit back as soon as the call is over.
+                drop(permit.take());
+                return Poll::Ready(output.map_err(Into::into));
+            }
+            // Rejected (an error), still waiting (pending), or called now: then the loop polls
+            // the inner future at once.
+            ready!(poll_not_called(this.state.as_mut(), cx))?;
         }
     }
+}
+
+/// The states other than `Called`, out of line so that the happy path's `poll` stays small:
+/// a rejection, or a wait that ends with the call made (and the state moved to `Called`).
+#[inline(never)]
+fn poll_not_called<S, Req>(
+    mut state: Pin<&mut State<S, Req>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), BoxError>>
+where
+    S: Service<Req>,
+{
+    let (future, permit) = match state.as_mut().project() {
+        StateProj::Called { .. } => return Poll::Ready(Ok(())),
+        StateProj::Rejected { error } => {
+            let error = error.take().expect("polled after completion");
+            return Poll::Ready(Err(error));
+        }
+        StateProj::Waiting { wait } => {
+            let wait = &mut *wait.0;
+            let (permit, request) = ready!(wait.poll_permit(cx))?;
+            (wait.service.call(request), permit)
+        }
+    };
+    state.set(State::Called {
+        future,
+        permit: Some(permit),
+    });
+    Poll::Ready(Ok(()))
 }
 
 impl<S, Req> fmt::Debug for ResponseFuture<S, Req>

@@ -14,10 +14,11 @@
 //! the figures and changes the limit at run time. Events go to `tracing` under the target
 //! `seawall::bulkhead` (rejections at `DEBUG`, resizes at `INFO`).
 //!
-//! The happy path takes no lock and allocates nothing. The permits are striped: a thread takes
-//! and gives back permits on its own stripe, a cache line no other thread writes, so threads
-//! sharing a bulkhead do not slow each other down. In reject mode a call costs two atomic
-//! operations on that line; in wait mode four.
+//! The happy path takes no lock and allocates nothing. Each thread owns a slot of the permits,
+//! a cache line other threads write only when they borrow from it, so threads sharing a
+//! bulkhead do not slow each other down. In reject mode a call made and finished on one thread
+//! costs one atomic read-modify-write (the permit is given back with a plain store); in wait
+//! mode two.
 //!
 //! With the `http` feature, [`RejectionResponseLayer`](crate::http::RejectionResponseLayer)
 //! answers a full bulkhead with `503 Service Unavailable` (and `Retry-After` when

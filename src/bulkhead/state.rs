@@ -1,42 +1,100 @@
-//! The bulkhead's shared state: striped permits, the FIFO waiter queue and the counters.
+//! The bulkhead's shared state: per-thread slots of permits, the FIFO waiter queue and the
+//! counters.
 //!
-//! Both modes split the permits over stripes, one small allocation (and cache line) each. A
-//! thread works on its own stripe, so two threads sharing one bulkhead write different cache
-//! lines on the happy path and do not slow each other down the way a single shared counter
-//! does. A response future keeps its stripe alive with an `Arc<Stripe>`; that clone is one
-//! atomic operation on the stripe's own line.
+//! Both modes split the permits over slots, one cache line each. Every thread that calls through
+//! any bulkhead gets a small dense number (see [Thread numbers](#thread-numbers)); thread `i` owns
+//! slot `i` of every bulkhead and works on it, so two threads sharing one bulkhead write
+//! different cache lines on the happy path and do not slow each other down the way a single
+//! shared counter does.
 //!
-//! # Reject mode: the `Arc` count is the permit count
+//! # What keeps a slot alive
 //!
-//! Each stripe has a `share` of the capacity (shares sum to the capacity). The permit is the
-//! clone of the stripe's `Arc`, and the strong count less the bulkhead's own reference is the
-//! stripe's calls in flight. A call clones the `Arc` and is admitted if the count is within
-//! the share; releasing is dropping the clone. That is two atomic operations per call, the
-//! least a `'static` future that touches shared state on drop can do in safe Rust. A caller
-//! whose stripe is at its share tries the other stripes; only when every stripe is at its
-//! share is the bulkhead full. Shares change only on a resize: raising adds to them; shrinking
-//! zeroes them all ("draining") until in flight is below the new capacity, then deals each
-//! stripe its calls in flight plus a part of the room left.
+//! A permit lives in a `'static` response future and must reach its slot when it is dropped.
+//! Cloning an `Arc` for that costs two atomic read-modify-writes (RMWs) per call, twice what the
+//! accounting below needs. So the slots (and the wait-mode pool they point to) of the first 256
+//! bulkheads of a process (`STATIC_BUILDS`) are leaked, 128 bytes per slot (4 to 64 slots, by
+//! core count), and a permit is a `&'static Slot`, free to copy. A program that builds
+//! bulkheads over and over gets an `Arc<Slot>` per permit past that number (two more RMWs per
+//! call, on the permit's own slot), which bounds the memory kept. The configuration, the
+//! figures and the event source are not leaked: they go with the last service, layer and
+//! handle. The retry layer keeps its shared state the same way.
+//!
+//! # Reject mode: one RMW per call
+//!
+//! Each slot has a `share` of the capacity (shares sum to the capacity) and three counters that
+//! only ever grow (wrapping): `taken` (RMW by any thread), `returned_local` (written only by the
+//! slot's owner thread, with a plain load and store: no lock prefix) and `returned_remote` (RMW
+//! by any other thread). The slot's calls in flight are `taken - returned_local -
+//! returned_remote`.
+//!
+//! - **Acquire**: load `share`, load both `returned` counters (`Acquire`), *then*
+//!   `taken.fetch_add(1)`, which returns `t`; admitted if `t - returned < share`, otherwise
+//!   undone with `taken.fetch_sub(1)`.
+//! - **Release** on the owner thread: `returned_local += 1` as a plain `Release` store. On any
+//!   other thread: `returned_remote.fetch_add(1, Release)`.
+//!
+//! So a call made and finished on the owner thread costs one RMW. The owner may not skip the RMW
+//! on acquire: another thread that borrows from this slot (below) would then need a store-load
+//! fence on the owner's side to see it, and such a fence costs what an RMW costs.
+//!
+//! *Why never more than `share` are admitted on a slot.* Take any set of permits held at once
+//! and let `Z` be the one whose increment of `taken` comes last in `taken`'s modification
+//! order. `Z`'s `t` counts the increments of all the others (they come before it, and an
+//! admitted permit's increment is never undone; an undone failed increment only makes `t`
+//! larger while it lasts). `Z`'s `returned` counts none of them: a return `Z` read was
+//! published with `Release` and read with `Acquire` before `Z`'s increment, so that permit was
+//! given back before `Z` was admitted, and it is not held at the same time as `Z`. And every
+//! return `Z` read belongs to a permit whose increment happens before `Z`'s (the permit reached
+//! the releasing thread through synchronisation, and the release synchronises with `Z`'s
+//! load), so it is counted in `t` too: `t - returned` is at least the number of the others, and
+//! `Z` was admitted only if that is below `share`. Loading `returned` before the RMW is what
+//! makes this hold; loading it after could count the return of a permit taken after `Z`'s
+//! increment and admit one too many.
+//!
+//! The owner's plain load-then-store of `returned_local` (a `Relaxed` load of its own last
+//! store) loses nothing because only the owner writes it, and a slot has one owner at a time:
+//! a thread's number is handed to a new thread only after the old one has given it up, through
+//! a mutex whose unlock and lock order the old owner's stores before the new owner's loads.
+//!
+//! A failed attempt (its increment, before the undo) can make a racing caller on the same slot
+//! refuse for an instant when the slot is at its share; it never makes anyone admit. A caller
+//! whose slot is at its share tries every other slot (first reading it, so that full slots cost
+//! no RMW), twice; only when every slot is at its share is the bulkhead full. A permit records
+//! the slot it came from and goes back there, from whichever thread drops it. Shares change
+//! only on a resize: raising adds to them; shrinking zeroes them all ("draining") until in
+//! flight is below the new capacity, then deals each slot its calls in flight plus a part of
+//! the room left.
 //!
 //! # Wait mode: permits move through pools
 //!
 //! A release must hand its permit to the first waiter, which needs code to run after the
 //! permit is given back, so wait mode counts permits explicitly. Each permit is, at any
-//! instant, free in the central pool (`Core::global`), free in one stripe's cache
-//! (`Stripe::free`), or held by a call (a [`Permit`], or granted to a waiter). Every move is one
-//! atomic operation, so `in flight = capacity - global - sum(stripe.free)`.
+//! instant, free in the central pool (`Pool::global`), free in one slot's cache
+//! (`Slot::free`), or held by a call (a [`Permit`], or granted to a waiter). Every move is one
+//! atomic operation, so `in flight = capacity - global - sum(slot.free)`.
 //!
 //! Waiting callers queue behind a mutex, touched only when the bulkhead is full or someone
 //! waits. While anyone waits, new calls go to the back of the queue and released permits are
 //! handed to the front waiter, so nobody barges past a fair waiter. The race between a releaser
-//! putting a permit in its stripe and a caller starting to wait is closed Dekker-style: the
-//! releaser increments the stripe, then reads `waiting`; the waiter increments `waiting`, then
-//! scans the stripes (all `SeqCst`). At least one sees the other. Shrinking below the permits
+//! putting a permit in its slot and a caller starting to wait is closed Dekker-style: the
+//! releaser increments the slot, then reads `waiting`; the waiter increments `waiting`, then
+//! scans the slots (all `SeqCst`). At least one sees the other. Shrinking below the permits
 //! in flight leaves a debt (`global < 0`) that releases pay back before anything is admitted.
+//!
+//! # Thread numbers
+//!
+//! A thread gets its number on its first call through any bulkhead: the lowest number no live
+//! thread holds, from a process-wide free list under a mutex. A thread-local guard gives it
+//! back when the thread exits, after marking the thread as exited (so a permit dropped later
+//! by another thread-local's destructor on that thread takes the non-owner path). A thread
+//! whose number is at least the slot count, or that has exited, still uses slot
+//! `number % slot count`, as a non-owner: both its acquire and its release are RMWs.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -48,6 +106,10 @@ const TARGET: &str = "seawall::bulkhead";
 
 /// The largest capacity a bulkhead accepts (the central pool is a signed counter).
 pub(crate) const MAX_CAPACITY: usize = (isize::MAX as usize) / 4;
+
+/// How many bulkheads keep their slots for the life of the program (see the module docs).
+const STATIC_BUILDS: usize = 256;
+static STATIC_USED: AtomicUsize = AtomicUsize::new(0);
 
 /// Validated settings, fixed when the layer is built.
 #[derive(Debug, Clone)]
@@ -62,40 +124,79 @@ pub(crate) struct Config {
     pub(crate) events: Option<crate::events::EventSource>,
 }
 
-/// State shared by every stripe: the central pool, the queue and the counters.
-pub(crate) struct Core {
-    config: Config,
-    /// Reject mode: a stripe's calls in flight are its `Arc`'s strong count (see the module
-    /// docs). Wait mode: permits move through `global` and the stripes' `free` counters.
-    counted: bool,
-    /// Reject mode, after a shrink: every stripe's share is zero until in flight is below the
-    /// new capacity, when the shares are dealt again.
-    draining: AtomicBool,
-    capacity: AtomicUsize,
-    /// Free permits not cached in any stripe; negative after a shrink below in flight (a debt).
+/// A `&'static T` (leaked) for the first bulkheads of a process, an `Arc<T>` afterwards.
+enum Ref<T: 'static> {
+    Static(&'static T),
+    Counted(Arc<T>),
+}
+
+impl<T> Clone for Ref<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        match self {
+            Ref::Static(r) => Ref::Static(r),
+            Ref::Counted(a) => Ref::Counted(Arc::clone(a)),
+        }
+    }
+}
+
+impl<T> Deref for Ref<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        match self {
+            Ref::Static(r) => r,
+            Ref::Counted(a) => a,
+        }
+    }
+}
+
+/// Wait mode's state besides the slots: what a release may need to reach.
+struct Pool {
+    /// Free permits not cached in any slot; negative after a shrink below in flight (a debt).
     global: AtomicIsize,
     /// How many callers are queued (read on every call and release; written only by waiters).
     waiting: AtomicUsize,
+    /// The waiters, first come first; its lock also serialises resizes (both modes).
     queue: Mutex<VecDeque<Arc<Node>>>,
-    rejected: AtomicU64,
-    expired: AtomicU64,
 }
 
-/// One stripe of the permit pool, in its own allocation and cache line.
-#[repr(align(128))]
-pub(crate) struct Stripe {
+/// One thread's part of the permits, in its own cache line (the fields a call touches are in
+/// the first 64 bytes; 128-byte alignment keeps neighbouring slots off the adjacent line that
+/// some CPUs prefetch in pairs).
+#[repr(C, align(128))]
+struct Slot {
+    /// Reject mode: permits taken here, by any thread (RMW).
+    taken: AtomicUsize,
+    /// Reject mode: permits given back here by the owner thread (plain load and store).
+    returned_local: AtomicUsize,
+    /// Reject mode: permits given back here by any other thread (RMW).
+    returned_remote: AtomicUsize,
+    /// Reject mode: this slot's share of the capacity.
+    share: AtomicUsize,
+    /// This slot's position, which is also its owner thread's number.
+    index: usize,
+    /// Reject mode (counted in `taken` and `returned_*`) or wait mode (pooled).
+    counted: bool,
     /// Wait mode: free permits cached here.
     free: AtomicUsize,
-    /// Reject mode: this stripe's share of the capacity.
-    share: AtomicUsize,
-    core: Arc<Core>,
+    pool: Ref<Pool>,
 }
 
 /// What a layer value, its services and its handle share.
 pub(crate) struct Shared {
-    core: Arc<Core>,
-    stripes: Box<[Arc<Stripe>]>,
+    counted: bool,
     mask: usize,
+    slots: Box<[Ref<Slot>]>,
+    pool: Ref<Pool>,
+    /// Reject mode, after a shrink: every slot's share is zero until in flight is below the
+    /// new capacity, when the shares are dealt again.
+    draining: AtomicBool,
+    capacity: AtomicUsize,
+    config: Config,
+    rejected: AtomicU64,
+    expired: AtomicU64,
 }
 
 /// A queued waiter. `granted` is set, under the queue lock, when a permit is handed to it.
@@ -105,22 +206,19 @@ pub(crate) struct Node {
     waker: Mutex<Option<Waker>>,
 }
 
-/// A permit held by a call in flight; dropping it gives the permit back.
+/// A permit held by a call in flight; dropping it gives the permit back to its slot.
 pub(crate) struct Permit {
-    stripe: Arc<Stripe>,
-    /// Wait mode: give the permit back to a pool (or a waiter) on drop. Reject mode: dropping
-    /// the `Arc` is the release.
-    pooled: bool,
+    slot: Ref<Slot>,
 }
 
-/// What became of a caller that found the bulkhead full in wait mode.
-pub(crate) enum Enqueued {
-    /// A permit was free after all: the caller holds it.
-    Granted(Permit),
-    /// The caller waits in the queue.
-    Waiting(Arc<Node>),
-    /// The queue is at its bound.
-    QueueFull,
+/// What became of a call that found no permit on its own slot.
+pub(crate) enum Acquired {
+    /// A permit from elsewhere, or granted at once.
+    Permit(Permit),
+    /// Rejected: the bulkhead is full (reject mode), or its queue is (wait mode).
+    Full(BulkheadFull),
+    /// Queued, to wait up to `max_wait` for a permit (wait mode).
+    Queued { node: Arc<Node>, max_wait: Duration },
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,37 +226,111 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+/// A thread that has not called through a bulkhead yet.
+const UNASSIGNED: usize = usize::MAX;
+/// A thread whose thread-locals are being torn down: it owns no slot any more.
+const EXITED: usize = usize::MAX - 1;
+
+/// The thread numbers in use: the next never handed out, and those given back by exited
+/// threads (lowest first, so that numbers stay below the slot count when they can).
+struct Registry {
+    next: usize,
+    free: BinaryHeap<Reverse<usize>>,
+}
+
+impl Registry {
+    fn take(&mut self) -> usize {
+        match self.free.pop() {
+            Some(Reverse(number)) => number,
+            None => {
+                let number = self.next;
+                self.next += 1;
+                number
+            }
+        }
+    }
+
+    fn give_back(&mut self, number: usize) {
+        self.free.push(Reverse(number));
+    }
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    next: 0,
+    free: BinaryHeap::new(),
+});
+
+/// Gives the thread's number back when the thread exits.
+struct NumberGuard;
+
+impl Drop for NumberGuard {
+    fn drop(&mut self) {
+        // Mark the thread first: a permit dropped after this on this thread is a non-owner's.
+        let number = THREAD_NUMBER.with(|cell| cell.replace(EXITED));
+        if number < EXITED {
+            // The unlock orders this thread's plain stores to its slots' `returned_local`
+            // before the loads of the next thread to get the number (which takes this lock).
+            lock(&REGISTRY).give_back(number);
+        }
+    }
+}
 
 thread_local! {
-    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// No destructor, so reading it is a plain thread-local load, valid even while the
+    /// thread's other thread-locals are torn down.
+    static THREAD_NUMBER: Cell<usize> = const { Cell::new(UNASSIGNED) };
+    static NUMBER_GUARD: NumberGuard = const { NumberGuard };
 }
 
-/// A small number for the current thread, handed out in order of first use, so that threads
-/// started together land on different stripes.
+/// This thread's number (see the module docs), handed out on first use.
 #[inline]
-fn thread_index() -> usize {
-    THREAD_INDEX
-        .try_with(|cell| {
-            let i = cell.get();
-            if i != usize::MAX {
-                return i;
-            }
-            let i = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-            cell.set(i);
-            i
-        })
-        .unwrap_or(0)
+fn thread_number() -> usize {
+    let number = THREAD_NUMBER.with(Cell::get);
+    if number != UNASSIGNED {
+        return number;
+    }
+    assign_thread_number()
 }
 
-/// Stripe `i`'s part when `total` is dealt over `n` stripes as evenly as can be.
+#[cold]
+#[inline(never)]
+fn assign_thread_number() -> usize {
+    // Register the guard before taking a number, so that the number always goes back. A thread
+    // already tearing down its thread-locals gets none.
+    if NUMBER_GUARD.try_with(|_| ()).is_err() {
+        THREAD_NUMBER.with(|cell| cell.set(EXITED));
+        return EXITED;
+    }
+    let number = lock(&REGISTRY).take();
+    THREAD_NUMBER.with(|cell| cell.set(number));
+    number
+}
+
+/// Slot `i`'s part when `total` is dealt over `n` slots as evenly as can be.
 fn deal(total: usize, n: usize, i: usize) -> usize {
     total / n + usize::from(i < total % n)
 }
 
-fn stripe_count() -> usize {
+fn slot_count() -> usize {
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
     (cores * 2).next_power_of_two().clamp(4, 64)
+}
+
+/// Whether this build's slots may be leaked (the first `STATIC_BUILDS` of the process).
+fn leak_this_one() -> bool {
+    let n = STATIC_USED.fetch_add(1, Ordering::Relaxed);
+    if n < STATIC_BUILDS {
+        return true;
+    }
+    if n == STATIC_BUILDS {
+        tracing::debug!(
+            target: TARGET,
+            "more than {STATIC_BUILDS} bulkheads built; later ones are reference-counted"
+        );
+    }
+    // Keep the counter from ever wrapping.
+    STATIC_USED.store(STATIC_BUILDS + 1, Ordering::Relaxed);
+    false
 }
 
 /// Takes one from `counter` if it is above zero.
@@ -174,7 +346,7 @@ fn take_one(counter: &AtomicUsize, order: Ordering) -> bool {
     false
 }
 
-impl Core {
+impl Pool {
     fn take_global(&self) -> bool {
         let mut g = self.global.load(Ordering::SeqCst);
         while g > 0 {
@@ -228,93 +400,101 @@ impl Core {
             }
         }
     }
-
-    /// A rejection, counted and traced.
-    #[cold]
-    pub(crate) fn reject(&self, why: &'static str) -> BulkheadFull {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            target: TARGET,
-            capacity = self.capacity.load(Ordering::Relaxed),
-            waiting = self.waiting.load(Ordering::Relaxed),
-            reason = why,
-            "bulkhead full; call rejected"
-        );
-        if let Some(events) = &self.config.events {
-            events.publish(
-                "bulkhead",
-                crate::events::EventKind::Rejected {
-                    retry_after: self.config.retry_after,
-                },
-            );
-        }
-        BulkheadFull::new(self.config.retry_after)
-    }
-
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
-    }
 }
 
-impl Stripe {
-    /// The happy path: one permit from this thread's stripe, unless someone is queued (wait
-    /// mode: no barging) or a shrink left a debt.
-    #[inline]
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let core = &*self.core;
-        if core.counted {
-            return self.try_acquire_counted();
+impl Slot {
+    fn new(index: usize, counted: bool, share: usize, pool: Ref<Pool>) -> Self {
+        Self {
+            taken: AtomicUsize::new(0),
+            returned_local: AtomicUsize::new(0),
+            returned_remote: AtomicUsize::new(0),
+            share: AtomicUsize::new(share),
+            free: AtomicUsize::new(0),
+            index,
+            counted,
+            pool,
         }
-        if core.waiting.load(Ordering::Relaxed) != 0 || core.global.load(Ordering::Relaxed) < 0 {
-            return None;
-        }
-        take_one(&self.free, Ordering::Acquire).then(|| Permit {
-            stripe: Arc::clone(self),
-            pooled: true,
-        })
     }
 
-    /// Reject mode: the clone of the stripe's `Arc` is the permit, and the strong count, less
-    /// the one reference the bulkhead keeps, is the stripe's calls in flight (this one
-    /// included). Every increment and decrement of one counter is totally ordered, and a load
-    /// after one's own increment sees at least every permit still held that was taken before,
-    /// so the last of any set of concurrent callers to increment sees them all: admitted
-    /// calls never exceed the share. A failed attempt only inflates the count for an instant,
-    /// which can make a racing caller refuse when the stripe is at its share (never admit).
+    /// Reject mode: the permits given back to this slot so far. Loaded before `taken` (see
+    /// the module docs).
     #[inline]
-    fn try_acquire_counted(self: &Arc<Self>) -> Option<Permit> {
+    fn returned(&self) -> usize {
+        self.returned_local
+            .load(Ordering::Acquire)
+            .wrapping_add(self.returned_remote.load(Ordering::Acquire))
+    }
+
+    /// Reject mode: one permit from this slot if it is below its share. `look_first` reads the
+    /// slot before the RMW, so that a full slot costs none (the slow path's scan).
+    #[inline]
+    fn try_take(&self, look_first: bool) -> bool {
         let share = self.share.load(Ordering::Relaxed);
-        if share == 0 {
-            return None;
+        let returned = self.returned();
+        if look_first {
+            let taken = self.taken.load(Ordering::Relaxed);
+            if taken.wrapping_sub(returned) >= share {
+                return false;
+            }
         }
-        let stripe = Arc::clone(self);
-        if Arc::strong_count(&stripe) - 1 <= share {
-            return Some(Permit {
-                stripe,
-                pooled: false,
-            });
+        let taken = self.taken.fetch_add(1, Ordering::Relaxed);
+        if taken.wrapping_sub(returned) < share {
+            return true;
         }
-        None
+        self.taken.fetch_sub(1, Ordering::Relaxed);
+        false
     }
 
-    /// Reject mode: calls in flight on this stripe.
-    fn counted_in_flight(self: &Arc<Self>) -> usize {
-        Arc::strong_count(self) - 1
-    }
-
-    /// Gives one permit back: to a shrink's debt, to the first waiter, or to this stripe.
+    /// Reject mode: gives one permit back to this slot, from whichever thread holds it.
     #[inline]
-    fn release(&self) {
-        let core = &*self.core;
-        if core.global.load(Ordering::Relaxed) < 0 && core.pay_debt() {
+    fn give_back(&self) {
+        if THREAD_NUMBER.with(Cell::get) == self.index {
+            // Only this thread writes `returned_local` (see the module docs): no RMW needed.
+            let n = self.returned_local.load(Ordering::Relaxed);
+            self.returned_local
+                .store(n.wrapping_add(1), Ordering::Release);
+        } else {
+            self.returned_remote.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Reject mode: calls in flight on this slot (and, for an instant, failed attempts).
+    fn in_flight(&self) -> usize {
+        let returned = self.returned();
+        let n = self.taken.load(Ordering::Acquire).wrapping_sub(returned);
+        // Returns are loaded first, so this never goes below zero; be safe regardless.
+        if n > MAX_CAPACITY * 2 {
+            0
+        } else {
+            n
+        }
+    }
+
+    /// Wait mode, the happy path: one permit from this slot's cache, unless someone is queued
+    /// (no barging) or a shrink left a debt.
+    #[inline]
+    fn try_take_free(&self) -> bool {
+        let pool = &*self.pool;
+        if pool.waiting.load(Ordering::Relaxed) != 0 || pool.global.load(Ordering::Relaxed) < 0 {
+            return false;
+        }
+        take_one(&self.free, Ordering::Acquire)
+    }
+
+    /// Wait mode: gives one permit back: to a shrink's debt, to the first waiter, or to this
+    /// slot. Out of line so that reject mode's release stays small enough to inline.
+    #[inline(never)]
+    fn release_pooled(&self) {
+        let pool = &*self.pool;
+        if pool.global.load(Ordering::Relaxed) < 0 && pool.pay_debt() {
             return;
         }
-        if core.waiting.load(Ordering::SeqCst) != 0 {
+        if pool.waiting.load(Ordering::SeqCst) != 0 {
             self.release_slow();
             return;
         }
         self.free.fetch_add(1, Ordering::SeqCst);
-        if core.waiting.load(Ordering::SeqCst) != 0 {
+        if pool.waiting.load(Ordering::SeqCst) != 0 {
             self.rescue();
         }
     }
@@ -322,51 +502,52 @@ impl Stripe {
     #[cold]
     #[inline(never)]
     fn release_slow(&self) {
-        let mut queue = lock(&self.core.queue);
-        self.core.release_locked(&mut queue);
+        let mut queue = lock(&self.pool.queue);
+        self.pool.release_locked(&mut queue);
     }
 
-    /// A caller started waiting while this release put its permit in the stripe: hand free
+    /// A caller started waiting while this release put its permit in the slot: hand free
     /// permits to the queue so that none sits idle while someone waits.
     #[cold]
     #[inline(never)]
     fn rescue(&self) {
-        let core = &*self.core;
-        let mut queue = lock(&core.queue);
-        // A shrink that raced with this release swept the stripes under this same lock; its
+        let pool = &*self.pool;
+        let mut queue = lock(&pool.queue);
+        // A shrink that raced with this release swept the slots under this same lock; its
         // debt comes first.
         while !queue.is_empty()
-            && core.global.load(Ordering::SeqCst) >= 0
-            && (take_one(&self.free, Ordering::SeqCst) || core.take_global())
+            && pool.global.load(Ordering::SeqCst) >= 0
+            && (take_one(&self.free, Ordering::SeqCst) || pool.take_global())
         {
             let node = queue.pop_front().expect("queue is not empty");
-            core.grant(node);
+            pool.grant(node);
         }
     }
 }
 
 impl Permit {
-    fn pooled(stripe: Arc<Stripe>) -> Self {
-        Self {
-            stripe,
-            pooled: true,
-        }
+    fn new(slot: Ref<Slot>) -> Self {
+        Self { slot }
     }
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if self.pooled {
-            self.stripe.release();
+        let slot = &*self.slot;
+        if slot.counted {
+            slot.give_back();
+        } else {
+            slot.release_pooled();
         }
-        // Reject mode: dropping `self.stripe` releases the permit.
     }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").finish_non_exhaustive()
+        f.debug_struct("Permit")
+            .field("slot", &self.slot.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -386,182 +567,233 @@ impl Node {
 
 impl Shared {
     pub(crate) fn new(capacity: usize, config: Config) -> Self {
+        Self::build(capacity, config, leak_this_one())
+    }
+
+    /// A bulkhead whose permits hold an `Arc` to their slot (what every build past the first
+    /// `STATIC_BUILDS` gets), for tests.
+    #[cfg(test)]
+    fn new_counted(capacity: usize, config: Config) -> Self {
+        Self::build(capacity, config, false)
+    }
+
+    fn build(capacity: usize, config: Config, leak: bool) -> Self {
         let counted = config.max_wait.is_none();
-        let core = Arc::new(Core {
-            config,
-            counted,
-            draining: AtomicBool::new(false),
-            capacity: AtomicUsize::new(capacity),
+        let pool = Pool {
             global: AtomicIsize::new(if counted { 0 } else { capacity as isize }),
             waiting: AtomicUsize::new(0),
             queue: Mutex::new(VecDeque::new()),
+        };
+        let n = slot_count();
+        let share = |i| if counted { deal(capacity, n, i) } else { 0 };
+        let (pool, slots): (Ref<Pool>, Box<[Ref<Slot>]>) = if leak {
+            let pool: &'static Pool = Box::leak(Box::new(pool));
+            let slots: &'static [Slot] = Box::leak(
+                (0..n)
+                    .map(|i| Slot::new(i, counted, share(i), Ref::Static(pool)))
+                    .collect(),
+            );
+            (Ref::Static(pool), slots.iter().map(Ref::Static).collect())
+        } else {
+            let pool = Ref::Counted(Arc::new(pool));
+            let slots = (0..n)
+                .map(|i| Ref::Counted(Arc::new(Slot::new(i, counted, share(i), pool.clone()))))
+                .collect();
+            (pool, slots)
+        };
+        Self {
+            counted,
+            mask: n - 1,
+            slots,
+            pool,
+            draining: AtomicBool::new(false),
+            capacity: AtomicUsize::new(capacity),
+            config,
             rejected: AtomicU64::new(0),
             expired: AtomicU64::new(0),
-        });
-        let n = stripe_count();
-        let stripes = (0..n)
-            .map(|i| {
-                Arc::new(Stripe {
-                    free: AtomicUsize::new(0),
-                    share: AtomicUsize::new(if counted { deal(capacity, n, i) } else { 0 }),
-                    core: Arc::clone(&core),
-                })
-            })
-            .collect();
-        Self {
-            core,
-            stripes,
-            mask: n - 1,
         }
     }
 
-    pub(crate) fn core(&self) -> &Core {
-        &self.core
-    }
-
-    /// This thread's stripe.
+    /// The happy path: a permit from this thread's slot.
     #[inline]
-    pub(crate) fn local_stripe(&self) -> &Arc<Stripe> {
-        &self.stripes[thread_index() & self.mask]
+    pub(crate) fn try_acquire(&self) -> Option<Permit> {
+        if !self.counted {
+            return self.try_acquire_pooled();
+        }
+        let slot = &self.slots[thread_number() & self.mask];
+        slot.try_take(false).then(|| Permit::new(slot.clone()))
     }
 
-    /// A permit from anywhere: the central pool, then every stripe. Moves stripes' free permits
+    /// Wait mode's happy path, out of line so that reject mode's stays small enough to inline.
+    #[inline(never)]
+    fn try_acquire_pooled(&self) -> Option<Permit> {
+        let slot = self.local_slot();
+        slot.try_take_free().then(|| Permit::new(slot.clone()))
+    }
+
+    /// This thread's slot.
+    #[inline]
+    fn local_slot(&self) -> &Ref<Slot> {
+        &self.slots[thread_number() & self.mask]
+    }
+
+    /// A rejection, counted and traced.
+    #[cold]
+    pub(crate) fn reject(&self, why: &'static str) -> BulkheadFull {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            target: TARGET,
+            capacity = self.capacity.load(Ordering::Relaxed),
+            waiting = self.pool.waiting.load(Ordering::Relaxed),
+            reason = why,
+            "bulkhead full; call rejected"
+        );
+        if let Some(events) = &self.config.events {
+            events.publish(
+                "bulkhead",
+                crate::events::EventKind::Rejected {
+                    retry_after: self.config.retry_after,
+                },
+            );
+        }
+        BulkheadFull::new(self.config.retry_after)
+    }
+
+    /// A permit from anywhere: the central pool, then every slot. Moves slots' free permits
     /// to the central pool first when a shrink left a debt.
     fn take_any(&self) -> bool {
-        if self.core.global.load(Ordering::SeqCst) < 0 {
+        if self.pool.global.load(Ordering::SeqCst) < 0 {
             self.sweep();
         }
-        if self.core.take_global() {
+        if self.pool.take_global() {
             return true;
         }
-        let start = thread_index();
-        (0..self.stripes.len()).any(|i| {
-            let stripe = &self.stripes[(start + i) & self.mask];
-            take_one(&stripe.free, Ordering::SeqCst)
+        let start = thread_number();
+        (0..self.slots.len()).any(|i| {
+            let slot = &self.slots[start.wrapping_add(i) & self.mask];
+            take_one(&slot.free, Ordering::SeqCst)
         })
     }
 
-    /// Moves every stripe's free permits to the central pool (to pay a debt).
+    /// Moves every slot's free permits to the central pool (to pay a debt).
     fn sweep(&self) {
-        for stripe in self.stripes.iter() {
-            let f = stripe.free.swap(0, Ordering::SeqCst);
+        for slot in self.slots.iter() {
+            let f = slot.free.swap(0, Ordering::SeqCst);
             if f > 0 {
-                self.core.global.fetch_add(f as isize, Ordering::SeqCst);
+                self.pool.global.fetch_add(f as isize, Ordering::SeqCst);
             }
         }
     }
 
-    /// The slow path of a call whose stripe was empty: a permit from anywhere, unless callers
-    /// are queued (then the caller must queue too).
+    /// The slow path of a call that found no permit on its own slot: a permit from anywhere
+    /// (unless callers are queued: then the caller must queue too), or else a rejection (reject
+    /// mode, or a full queue) or a place in the queue.
     #[cold]
     #[inline(never)]
-    pub(crate) fn try_acquire_slow(&self) -> Option<Permit> {
-        if self.core.counted {
-            return self.try_acquire_counted_anywhere();
+    pub(crate) fn acquire_slow(&self) -> Acquired {
+        let Some(max_wait) = self.config.max_wait else {
+            return match self.try_acquire_counted_anywhere() {
+                Some(permit) => Acquired::Permit(permit),
+                None => Acquired::Full(self.reject("full")),
+            };
+        };
+        if self.pool.waiting.load(Ordering::SeqCst) == 0 && self.take_any() {
+            return Acquired::Permit(Permit::new(self.local_slot().clone()));
         }
-        let waiting = self.core.waiting.load(Ordering::SeqCst) != 0;
-        if waiting && self.core.config.max_wait.is_some() {
-            return None;
-        }
-        // Reject mode never queues; a second look narrows the window in which permits released
-        // during the first scan are missed.
-        if self.take_any() || (self.core.config.max_wait.is_none() && self.take_any()) {
-            return Some(Permit::pooled(Arc::clone(self.local_stripe())));
-        }
-        None
+        self.enqueue(max_wait)
     }
 
-    /// Reject mode: a permit from any stripe with room, after dealing the shares again if a
+    /// Reject mode: a permit from any slot with room, after dealing the shares again if a
     /// shrink has drained enough. Two rounds narrow the window in which a permit released
     /// during the first is missed.
     fn try_acquire_counted_anywhere(&self) -> Option<Permit> {
-        if self.core.draining.load(Ordering::Acquire) {
-            let _guard = lock(&self.core.queue);
+        if self.draining.load(Ordering::Acquire) {
+            let _guard = lock(&self.pool.queue);
             self.try_redeal();
         }
-        let start = thread_index();
-        (0..2 * self.stripes.len())
-            .find_map(|i| self.stripes[(start + i) & self.mask].try_acquire_counted())
+        let start = thread_number();
+        (0..2 * self.slots.len()).find_map(|i| {
+            let slot = &self.slots[start.wrapping_add(i) & self.mask];
+            slot.try_take(true).then(|| Permit::new(slot.clone()))
+        })
     }
 
     /// Reject mode, with the resize lock held: once in flight is below the capacity, deal each
-    /// stripe its calls in flight plus a part of the room left, so that every stripe's in
+    /// slot its calls in flight plus a part of the room left, so that every slot's in
     /// flight is within its share and the shares sum to the capacity.
     fn try_redeal(&self) {
-        let core = &*self.core;
-        if !core.draining.load(Ordering::Acquire) {
+        if !self.draining.load(Ordering::Acquire) {
             return;
         }
-        let capacity = core.capacity.load(Ordering::SeqCst);
-        let in_flight: Vec<usize> = self.stripes.iter().map(Stripe::counted_in_flight).collect();
+        let capacity = self.capacity.load(Ordering::SeqCst);
+        let in_flight: Vec<usize> = self.slots.iter().map(|s| s.in_flight()).collect();
         let total: usize = in_flight.iter().sum();
         if total >= capacity {
             return;
         }
         let room = capacity - total;
-        let n = self.stripes.len();
-        for (i, (stripe, busy)) in self.stripes.iter().zip(in_flight).enumerate() {
-            stripe
-                .share
-                .store(busy + deal(room, n, i), Ordering::SeqCst);
+        let n = self.slots.len();
+        for (i, (slot, busy)) in self.slots.iter().zip(in_flight).enumerate() {
+            slot.share.store(busy + deal(room, n, i), Ordering::SeqCst);
         }
-        core.draining.store(false, Ordering::Release);
+        self.draining.store(false, Ordering::Release);
     }
 
     /// Hands free permits to the front of the queue, in order, while any are free.
     fn grant_from_pools(&self, queue: &mut VecDeque<Arc<Node>>) {
         while !queue.is_empty() && self.take_any() {
             let node = queue.pop_front().expect("queue is not empty");
-            self.core.grant(node);
+            self.pool.grant(node);
         }
     }
 
     /// Queues a caller that found no free permit (wait mode).
-    #[cold]
-    pub(crate) fn enqueue(&self) -> Enqueued {
-        let core = &*self.core;
-        let mut queue = lock(&core.queue);
-        if let Some(max) = core.config.max_waiting {
+    fn enqueue(&self, max_wait: Duration) -> Acquired {
+        let pool = &*self.pool;
+        let mut queue = lock(&pool.queue);
+        if let Some(max) = self.config.max_waiting {
             if queue.len() >= max {
-                return Enqueued::QueueFull;
+                drop(queue);
+                return Acquired::Full(self.reject("queue full"));
             }
         }
-        // Announce first, then look at the pools (the Dekker handshake with `Stripe::release`).
-        core.waiting.fetch_add(1, Ordering::SeqCst);
+        // Announce first, then look at the pools (the Dekker handshake with
+        // `Slot::release_pooled`).
+        pool.waiting.fetch_add(1, Ordering::SeqCst);
         let node = Arc::new(Node::default());
         queue.push_back(Arc::clone(&node));
         self.grant_from_pools(&mut queue);
         drop(queue);
         if node.is_granted() {
-            Enqueued::Granted(Permit::pooled(Arc::clone(self.local_stripe())))
+            Acquired::Permit(self.granted_permit())
         } else {
-            Enqueued::Waiting(node)
+            Acquired::Queued { node, max_wait }
         }
     }
 
     /// A permit for a waiter that has been granted one.
     pub(crate) fn granted_permit(&self) -> Permit {
-        Permit::pooled(Arc::clone(self.local_stripe()))
+        Permit::new(self.local_slot().clone())
     }
 
     /// The waiter's maximum wait is over. Returns `true` if a permit was granted in the
     /// meantime (the waiter keeps it); otherwise the waiter leaves the queue.
     pub(crate) fn expire(&self, node: &Arc<Node>) -> bool {
-        let mut queue = lock(&self.core.queue);
+        let mut queue = lock(&self.pool.queue);
         if node.is_granted() {
             return true;
         }
         self.remove(&mut queue, node);
-        self.core.expired.fetch_add(1, Ordering::Relaxed);
+        self.expired.fetch_add(1, Ordering::Relaxed);
         false
     }
 
     /// The waiter's future was dropped: it leaves the queue, or gives back the permit it was
     /// granted and never used.
     pub(crate) fn abandon(&self, node: &Arc<Node>) {
-        let mut queue = lock(&self.core.queue);
+        let mut queue = lock(&self.pool.queue);
         if node.is_granted() {
-            self.core.release_locked(&mut queue);
+            self.pool.release_locked(&mut queue);
         } else {
             self.remove(&mut queue, node);
         }
@@ -570,37 +802,36 @@ impl Shared {
     fn remove(&self, queue: &mut VecDeque<Arc<Node>>, node: &Arc<Node>) {
         if let Some(pos) = queue.iter().position(|n| Arc::ptr_eq(n, node)) {
             queue.remove(pos);
-            self.core.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.pool.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Changes the capacity, keeping in-flight calls counted.
     pub(crate) fn set_capacity(&self, capacity: usize) {
-        let core = &*self.core;
-        let mut queue = lock(&core.queue);
-        let old = core.capacity.swap(capacity, Ordering::SeqCst);
-        if core.counted {
-            if capacity < old || core.draining.load(Ordering::Acquire) {
+        let pool = &*self.pool;
+        let mut queue = lock(&pool.queue);
+        let old = self.capacity.swap(capacity, Ordering::SeqCst);
+        if self.counted {
+            if capacity < old || self.draining.load(Ordering::Acquire) {
                 // Admit nothing until in flight is below the new capacity, then deal again.
-                for stripe in self.stripes.iter() {
-                    stripe.share.store(0, Ordering::SeqCst);
+                for slot in self.slots.iter() {
+                    slot.share.store(0, Ordering::SeqCst);
                 }
-                core.draining.store(true, Ordering::Release);
+                self.draining.store(true, Ordering::Release);
                 self.try_redeal();
             } else if capacity > old {
-                let n = self.stripes.len();
-                for (i, stripe) in self.stripes.iter().enumerate() {
-                    stripe
-                        .share
+                let n = self.slots.len();
+                for (i, slot) in self.slots.iter().enumerate() {
+                    slot.share
                         .fetch_add(deal(capacity - old, n, i), Ordering::SeqCst);
                 }
             }
         } else if capacity > old {
-            core.global
+            pool.global
                 .fetch_add((capacity - old) as isize, Ordering::SeqCst);
             self.grant_from_pools(&mut queue);
         } else if capacity < old {
-            core.global
+            pool.global
                 .fetch_sub((old - capacity) as isize, Ordering::SeqCst);
             self.sweep();
         }
@@ -615,44 +846,44 @@ impl Shared {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.core.capacity.load(Ordering::SeqCst)
+        self.capacity.load(Ordering::SeqCst)
     }
 
     /// Free permits (may be negative while a shrink's debt is unpaid).
     fn free(&self) -> isize {
-        let striped: usize = self
-            .stripes
+        let cached: usize = self
+            .slots
             .iter()
             .map(|s| s.free.load(Ordering::SeqCst))
             .sum();
-        self.core.global.load(Ordering::SeqCst) + striped as isize
+        self.pool.global.load(Ordering::SeqCst) + cached as isize
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        if self.core.counted {
-            return self.stripes.iter().map(Stripe::counted_in_flight).sum();
+        if self.counted {
+            return self.slots.iter().map(|s| s.in_flight()).sum();
         }
         let in_flight = self.capacity() as isize - self.free();
         in_flight.max(0) as usize
     }
 
     pub(crate) fn available(&self) -> usize {
-        if self.core.counted {
+        if self.counted {
             return self.capacity().saturating_sub(self.in_flight());
         }
         self.free().max(0) as usize
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.core.waiting.load(Ordering::SeqCst)
+        self.pool.waiting.load(Ordering::SeqCst)
     }
 
     pub(crate) fn rejected(&self) -> u64 {
-        self.core.rejected.load(Ordering::Relaxed)
+        self.rejected.load(Ordering::Relaxed)
     }
 
     pub(crate) fn expired(&self) -> u64 {
-        self.core.expired.load(Ordering::Relaxed)
+        self.expired.load(Ordering::Relaxed)
     }
 }
 
@@ -662,8 +893,166 @@ impl fmt::Debug for Shared {
             .field("capacity", &self.capacity())
             .field("in_flight", &self.in_flight())
             .field("waiting", &self.waiting())
-            .field("max_wait", &self.core.config.max_wait)
-            .field("max_waiting", &self.core.config.max_waiting)
+            .field("max_wait", &self.config.max_wait)
+            .field("max_waiting", &self.config.max_waiting)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    fn reject_mode() -> Config {
+        Config {
+            max_wait: None,
+            max_waiting: None,
+            retry_after: None,
+            events: None,
+        }
+    }
+
+    fn acquire(shared: &Shared) -> Option<Permit> {
+        shared
+            .try_acquire()
+            .or_else(|| match shared.acquire_slow() {
+                Acquired::Permit(permit) => Some(permit),
+                _ => None,
+            })
+    }
+
+    fn take(shared: &Shared, n: usize) -> Vec<Permit> {
+        (0..n)
+            .map(|_| acquire(shared).expect("a permit is free"))
+            .collect()
+    }
+
+    /// The leaked and the reference-counted representations keep the same accounting when
+    /// permits cross threads both ways.
+    #[test]
+    fn permits_cross_threads_both_ways_in_either_representation() {
+        for shared in [
+            Shared::build(8, reject_mode(), true),
+            Shared::new_counted(8, reject_mode()),
+        ] {
+            let theirs = thread::scope(|s| s.spawn(|| take(&shared, 5)).join().unwrap());
+            assert_eq!(shared.in_flight(), 5);
+            let mine = take(&shared, 3);
+            assert!(acquire(&shared).is_none());
+            drop(theirs);
+            assert_eq!(shared.in_flight(), 3);
+            thread::spawn(move || drop(mine)).join().unwrap();
+            assert_eq!((shared.in_flight(), shared.available()), (0, 8));
+            let all = take(&shared, 8);
+            assert!(acquire(&shared).is_none());
+            drop(all);
+            assert_eq!(shared.in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn a_leaked_slot_costs_its_permits_no_reference_count_and_a_counted_one_does() {
+        let leaked = Shared::build(4, reject_mode(), true);
+        let permit = acquire(&leaked).unwrap();
+        assert!(matches!(permit.slot, Ref::Static(_)));
+
+        let counted = Shared::new_counted(4, reject_mode());
+        let permit = acquire(&counted).unwrap();
+        let Ref::Counted(slot) = &permit.slot else {
+            panic!("a counted bulkhead hands out counted permits");
+        };
+        // The bulkhead's own reference, this permit's, and the one just read.
+        assert_eq!(Arc::strong_count(slot), 2);
+    }
+
+    fn static_slot(permit: &Permit) -> &'static Slot {
+        match permit.slot {
+            Ref::Static(slot) => slot,
+            Ref::Counted(_) => panic!("built leaked"),
+        }
+    }
+
+    #[test]
+    fn a_permit_given_back_by_its_slots_owner_takes_no_rmw_and_by_another_thread_does() {
+        let shared = Shared::build(64, reject_mode(), true);
+        let permit = shared.try_acquire().expect("this thread's slot has room");
+        let slot = static_slot(&permit);
+        let counter = if thread_number() == slot.index {
+            &slot.returned_local
+        } else {
+            &slot.returned_remote // more threads than slots: this one owns none
+        };
+        let before = counter.load(Ordering::Relaxed);
+        drop(permit);
+        assert_eq!(counter.load(Ordering::Relaxed), before + 1);
+
+        let permit = shared.try_acquire().unwrap();
+        let slot = static_slot(&permit);
+        let remote = slot.returned_remote.load(Ordering::Relaxed);
+        thread::spawn(move || drop(permit)).join().unwrap();
+        assert_eq!(slot.returned_remote.load(Ordering::Relaxed), remote + 1);
+        assert_eq!(shared.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_exited_threads_number_is_handed_out_again() {
+        // Without reuse, 300 threads one after another would take 300 numbers. Other tests
+        // in this binary hold a few numbers at a time, never a hundred.
+        let highest = (0..300)
+            .map(|_| thread::spawn(thread_number).join().unwrap())
+            .max()
+            .unwrap();
+        assert!(highest < 100, "numbers are not reused: {highest}");
+    }
+
+    #[test]
+    fn a_permit_dropped_while_its_thread_tears_down_is_counted_back() {
+        static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+        static SEEN: AtomicUsize = AtomicUsize::new(UNASSIGNED);
+        struct HeldUntilExit(std::cell::RefCell<Option<Permit>>);
+        impl Drop for HeldUntilExit {
+            fn drop(&mut self) {
+                SEEN.store(THREAD_NUMBER.with(Cell::get), Ordering::SeqCst);
+                drop(self.0.borrow_mut().take());
+            }
+        }
+        thread_local! {
+            static HELD: HeldUntilExit = const { HeldUntilExit(std::cell::RefCell::new(None)) };
+        }
+        let shared = SHARED.get_or_init(|| Shared::build(64, reject_mode(), true));
+        let (number, slot) = thread::spawn(|| {
+            // Registered before the number guard: where destructors run last registered
+            // first (glibc), the permit is dropped after the thread gave its number back.
+            HELD.with(|_| ());
+            let permit = shared.try_acquire().unwrap();
+            let slot = static_slot(&permit);
+            HELD.with(|held| *held.0.borrow_mut() = Some(permit));
+            (thread_number(), slot)
+        })
+        .join()
+        .unwrap();
+        let seen = SEEN.load(Ordering::SeqCst);
+        assert!(seen == number || seen == EXITED, "{seen} vs {number}");
+        if seen == EXITED {
+            // A non-owner's release: the slot may already belong to another thread.
+            assert!(slot.returned_remote.load(Ordering::SeqCst) >= 1);
+        }
+        assert_eq!(shared.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_registry_hands_out_the_lowest_free_number() {
+        let mut registry = Registry {
+            next: 0,
+            free: BinaryHeap::new(),
+        };
+        let taken: Vec<usize> = (0..4).map(|_| registry.take()).collect();
+        assert_eq!(taken, [0, 1, 2, 3]);
+        registry.give_back(2);
+        registry.give_back(0);
+        assert_eq!(registry.take(), 0);
+        assert_eq!(registry.take(), 2);
+        assert_eq!(registry.take(), 4);
     }
 }
