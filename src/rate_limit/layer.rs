@@ -356,15 +356,15 @@ impl<K: KeyExtractor + fmt::Debug> fmt::Debug for Shared<K> {
 }
 
 /// One decision, with what the rate-limit headers need.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // quotas are read by the HTTP face only
 pub(crate) enum Decision {
     /// Go ahead.
     Now(Quota),
     /// Go ahead at this time (ns on the limiter's clock).
     At(u64, Quota),
-    /// Rejected.
-    Denied(RateLimited),
+    /// Rejected (boxed: the error the call returns, and one pointer to carry around).
+    Denied(Box<RateLimited>),
 }
 
 /// The bucket a call drew from, right after the call: with the limiter's [`Params`], enough
@@ -460,7 +460,9 @@ impl<K: KeyExtractor> Shared<K> {
                 },
             );
         }
-        Decision::Denied(RateLimited::new(retry_after).with_quota(limit, reset))
+        Decision::Denied(Box::new(
+            RateLimited::new(retry_after).with_quota(limit, reset),
+        ))
     }
 
     /// The bucket of `key` (`None`: the default one) as it is.
