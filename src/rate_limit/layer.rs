@@ -421,11 +421,33 @@ impl<K: KeyExtractor> Shared<K> {
     }
 
     /// Decides one call whose key is `key` (`None`: the default bucket).
-    #[inline]
+    // Always inlined, as `RateLimit::call`: the happy path is the clock, the CAS and a count.
+    #[inline(always)]
     pub(crate) fn acquire(&self, key: Option<&K::Key>) -> Decision {
         let now = self.clock.now();
         let p = self.params();
-        let mut outcome = self.decide(key, now, p);
+        match self.decide(key, now, p) {
+            Outcome::Allowed { tat } => {
+                self.stats.allowed();
+                Decision::Now(Quota { tat, now })
+            }
+            // Out of line: waiting and rejecting (with a second clock read and decision)
+            // would make the happy path too big to inline.
+            outcome => self.acquire_slow(key, now, p, outcome),
+        }
+    }
+
+    /// A call that was not admitted at once: it waits, or (after one more look) is rejected.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        key: Option<&K::Key>,
+        now: u64,
+        p: Params,
+        outcome: Outcome,
+    ) -> Decision {
+        let mut outcome = outcome;
         let mut now = now;
         if let Outcome::Denied { .. } = outcome {
             // A thread preempted between reading the clock and reading the bucket compares a
