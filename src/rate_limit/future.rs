@@ -29,18 +29,32 @@ pin_project! {
         S: Service<Req>,
     {
         Called { #[pin] future: S::Future },
-        // Boxed, as the rejection below, so that the happy path's future stays as small as
-        // the inner one; only waiting and rejected calls allocate.
+        // The other two states are one thin pointer each, so that the happy path's future is
+        // the inner one plus at most a tag (none when the inner future has a spare niche);
+        // only waiting and rejected calls allocate.
         Waiting { waiting: Pin<Box<Waiting<S, Req>>> },
-        Rejected { rejection: Option<BoxError> },
+        Rejected { rejection: Option<Box<RateLimited>> },
     }
 }
 
 pin_project! {
-    struct Waiting<S, Req> {
+    /// A call waiting for its booked slot, then calling the service it was readied on.
+    pub(crate) struct Waiting<S, Req> {
         #[pin]
         sleep: Sleep,
         call: Option<(S, Req)>,
+    }
+}
+
+impl<S, Req> Waiting<S, Req> {
+    /// Boxed: the happy path's future does not carry a `Sleep`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn boxed(until: Instant, service: S, request: Req) -> Pin<Box<Self>> {
+        Box::pin(Waiting {
+            sleep: tokio::time::sleep_until(until),
+            call: Some((service, request)),
+        })
     }
 }
 
@@ -52,23 +66,20 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         }
     }
 
-    #[cold]
-    pub(crate) fn waiting(until: Instant, service: S, request: Req) -> Self {
+    // The rare states are built from one pointer each, inline: every arm of `call` then
+    // hands back its future in registers, with no copy through the stack.
+    #[inline]
+    pub(crate) fn waiting(waiting: Pin<Box<Waiting<S, Req>>>) -> Self {
         Self {
-            state: State::Waiting {
-                waiting: Box::pin(Waiting {
-                    sleep: tokio::time::sleep_until(until),
-                    call: Some((service, request)),
-                }),
-            },
+            state: State::Waiting { waiting },
         }
     }
 
-    #[cold]
-    pub(crate) fn rejected(rejection: RateLimited) -> Self {
+    #[inline]
+    pub(crate) fn rejected(rejection: Box<RateLimited>) -> Self {
         Self {
             state: State::Rejected {
-                rejection: Some(rejection.into()),
+                rejection: Some(rejection),
             },
         }
     }
@@ -97,7 +108,7 @@ where
                 }
                 StateProj::Rejected { rejection } => {
                     let rejection = rejection.take().expect("polled after completion");
-                    return Poll::Ready(Err(rejection));
+                    return Poll::Ready(Err(rejection as BoxError));
                 }
             }
         }
@@ -119,3 +130,23 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
 
 #[cfg(feature = "http")]
 pub use super::headers::HeadersFuture;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::future::Ready;
+    use std::mem::size_of;
+
+    type Inner = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+
+    #[test]
+    fn the_happy_path_future_is_no_bigger_than_the_inner_one() {
+        // The inner `Ready` has a spare niche in its tag, which holds ours: the rare states
+        // are one thin pointer each, so they fit beside it.
+        assert_eq!(
+            size_of::<ResponseFuture<Inner, u64>>(),
+            size_of::<Ready<Result<u64, Infallible>>>()
+        );
+    }
+}

@@ -230,13 +230,16 @@ pub(crate) struct ParamsCell {
 /// Allowed / limited counts, striped per thread so that counting does not make every call
 /// write one shared cache line. Up to `OWNED` live threads each own a stripe and bump it with a
 /// plain load and store (one writer: exact, and no locked instruction); any further thread
-/// shares the last stripe through `fetch_add`.
+/// shares one more stripe through `fetch_add`.
 #[derive(Debug, Default)]
 struct Stats {
-    stripes: [Padded<Stripe>; OWNED + 1],
+    owned: [Padded<Stripe>; OWNED],
+    shared: Padded<Stripe>,
 }
 
 const OWNED: usize = 16;
+/// This thread has no stripe index yet.
+const UNASSIGNED: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Stripe {
@@ -244,20 +247,20 @@ struct Stripe {
     limited: AtomicU64,
 }
 
-/// This thread's stripe index: `< OWNED` when it owns one, `OWNED` for the shared one.
-///
-/// Owned indices are process-wide (one per live thread, whatever the limiter) and go back to a
-/// free list when their thread ends, so thread churn (a blocking pool, short-lived threads)
-/// does not use them up.
-#[inline]
-fn stripe() -> usize {
-    thread_local! {
-        static STRIPE: Cell<u32> = const { Cell::new(u32::MAX) };
+thread_local! {
+    /// This thread's stripe index: `< OWNED` when it owns one, `OWNED` when it uses the
+    /// shared one, [`UNASSIGNED`] before its first count. Const-initialised and without a
+    /// destructor, so reading it is one thread-local load.
+    static STRIPE: Cell<u32> = const { Cell::new(UNASSIGNED) };
+}
+
+/// This thread's stripe index, assigning one on first use.
+#[cfg(test)]
+fn stripe() -> u32 {
+    match STRIPE.with(Cell::get) {
+        UNASSIGNED => assign_stripe(),
+        i => i,
     }
-    STRIPE.with(|s| match s.get() {
-        u32::MAX => assign_stripe(s),
-        i => i as usize,
-    })
 }
 
 static FREE_STRIPES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -274,9 +277,12 @@ impl Drop for ReleaseStripe {
     }
 }
 
+/// Gives this thread a stripe index: owned indices are process-wide (one per live thread,
+/// whatever the limiter) and go back to a free list when their thread ends, so thread churn
+/// (a blocking pool, short-lived threads) does not use them up.
 #[cold]
 #[inline(never)]
-fn assign_stripe(s: &Cell<u32>) -> usize {
+fn assign_stripe() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     thread_local! {
         static RELEASE: RefCell<Option<ReleaseStripe>> = const { RefCell::new(None) };
@@ -288,7 +294,7 @@ fn assign_stripe(s: &Cell<u32>) -> usize {
     let i = reused.unwrap_or_else(|| NEXT.fetch_add(1, Relaxed).min(OWNED as u32));
     let i = if i < OWNED as u32 {
         // Own it only if it can be given back; a thread already tearing down its locals
-        // shares the last stripe instead.
+        // uses the shared stripe instead.
         let held = RELEASE.try_with(|r| *r.borrow_mut() = Some(ReleaseStripe(i)));
         if held.is_ok() {
             i
@@ -302,19 +308,37 @@ fn assign_stripe(s: &Cell<u32>) -> usize {
     } else {
         OWNED as u32
     };
-    s.set(i);
-    i as usize
+    STRIPE.with(|s| s.set(i));
+    i
 }
 
 impl Stats {
+    /// One more in the counter `f` picks, in this thread's stripe. The common case (an
+    /// owned stripe) is one thread-local load, one compare and one increment.
     #[inline]
     fn bump(&self, f: impl Fn(&Stripe) -> &AtomicU64) {
-        let i = stripe();
-        let counter = f(&self.stripes[i].0);
-        if i < OWNED {
-            counter.store(counter.load(Relaxed) + 1, Relaxed);
-        } else {
-            counter.fetch_add(1, Relaxed);
+        let i = STRIPE.with(Cell::get);
+        match self.owned.get(i as usize) {
+            Some(stripe) => {
+                let counter = f(&stripe.0);
+                counter.store(counter.load(Relaxed) + 1, Relaxed);
+            }
+            None => self.bump_slow(i, f),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bump_slow(&self, i: u32, f: impl Fn(&Stripe) -> &AtomicU64) {
+        let i = if i == UNASSIGNED { assign_stripe() } else { i };
+        match self.owned.get(i as usize) {
+            Some(stripe) => {
+                let counter = f(&stripe.0);
+                counter.store(counter.load(Relaxed) + 1, Relaxed);
+            }
+            None => {
+                f(&self.shared.0).fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -328,7 +352,8 @@ impl Stats {
     }
 
     fn sum(&self, f: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
-        self.stripes.iter().map(|s| f(&s.0).load(Relaxed)).sum()
+        let owned: u64 = self.owned.iter().map(|s| f(&s.0).load(Relaxed)).sum();
+        owned + f(&self.shared.0).load(Relaxed)
     }
 }
 
@@ -356,15 +381,15 @@ impl<K: KeyExtractor + fmt::Debug> fmt::Debug for Shared<K> {
 }
 
 /// One decision, with what the rate-limit headers need.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // quotas are read by the HTTP face only
 pub(crate) enum Decision {
     /// Go ahead.
     Now(Quota),
     /// Go ahead at this time (ns on the limiter's clock).
     At(u64, Quota),
-    /// Rejected.
-    Denied(RateLimited),
+    /// Rejected (boxed: the error the call returns, and one pointer to carry around).
+    Denied(Box<RateLimited>),
 }
 
 /// The bucket a call drew from, right after the call: with the limiter's [`Params`], enough
@@ -396,11 +421,33 @@ impl<K: KeyExtractor> Shared<K> {
     }
 
     /// Decides one call whose key is `key` (`None`: the default bucket).
-    #[inline]
+    // Always inlined, as `RateLimit::call`: the happy path is the clock, the CAS and a count.
+    #[inline(always)]
     pub(crate) fn acquire(&self, key: Option<&K::Key>) -> Decision {
         let now = self.clock.now();
         let p = self.params();
-        let mut outcome = self.decide(key, now, p);
+        match self.decide(key, now, p) {
+            Outcome::Allowed { tat } => {
+                self.stats.allowed();
+                Decision::Now(Quota { tat, now })
+            }
+            // Out of line: waiting and rejecting (with a second clock read and decision)
+            // would make the happy path too big to inline.
+            outcome => self.acquire_slow(key, now, p, outcome),
+        }
+    }
+
+    /// A call that was not admitted at once: it waits, or (after one more look) is rejected.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        key: Option<&K::Key>,
+        now: u64,
+        p: Params,
+        outcome: Outcome,
+    ) -> Decision {
+        let mut outcome = outcome;
         let mut now = now;
         if let Outcome::Denied { .. } = outcome {
             // A thread preempted between reading the clock and reading the bucket compares a
@@ -460,7 +507,9 @@ impl<K: KeyExtractor> Shared<K> {
                 },
             );
         }
-        Decision::Denied(RateLimited::new(retry_after).with_quota(limit, reset))
+        Decision::Denied(Box::new(
+            RateLimited::new(retry_after).with_quota(limit, reset),
+        ))
     }
 
     /// The bucket of `key` (`None`: the default one) as it is.
@@ -526,7 +575,7 @@ mod tests {
         for _ in 0..3 * OWNED {
             std::thread::spawn(stripe).join().unwrap();
         }
-        assert!(std::thread::spawn(stripe).join().unwrap() < OWNED);
+        assert!(std::thread::spawn(stripe).join().unwrap() < OWNED as u32);
     }
 
     #[test]
