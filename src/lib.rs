@@ -56,6 +56,7 @@
 //! | `rate-limit` | yes | [`rate_limit`] |
 //! | `correlation-id` | yes | [`correlation`] (implies `http`) |
 //! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After`, request body replay for retries, rate-limit headers |
+//! | `serde` | no | [`config`]: every layer's settings and the two stacks' as serde structs, for config files; durations in human form (`"250ms"`, `"1m 30s"`) |
 //!
 //! [`classify`], [`error`], [`events`], [`fallback`] and [`health`] are always there.
 //!
@@ -109,6 +110,9 @@ pub mod rate_limit;
 
 #[cfg(feature = "correlation-id")]
 pub mod correlation;
+
+#[cfg(feature = "serde")]
+pub mod config;
 
 #[cfg(all(
     feature = "bulkhead",
