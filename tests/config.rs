@@ -621,3 +621,21 @@ proptest! {
         let _ = serde_json::from_value::<BulkheadConfig>(serde_json::json!({ "max_wait": text }));
     }
 }
+
+#[tokio::test]
+async fn the_readme_config_builds_the_stack_it_describes() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\n# server.toml")
+        .expect("the README's server.toml")
+        + 7;
+    let doc = &readme[start..start + readme[start..].find("```").unwrap()];
+    let stack = toml::from_str::<ServerStackConfig>(doc)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(stack.rate_limit().rate(), (100, Duration::from_secs(1)));
+    assert_eq!(stack.rate_limit().burst(), 20);
+    assert_eq!(stack.bulkhead().capacity(), 64);
+    assert_eq!(stack.correlation().header_names()[0], "x-request-id");
+}
