@@ -638,4 +638,8 @@ async fn the_readme_config_builds_the_stack_it_describes() {
     assert_eq!(stack.rate_limit().burst(), 20);
     assert_eq!(stack.bulkhead().capacity(), 64);
     assert_eq!(stack.correlation().header_names()[0], "x-request-id");
+    // A config-built stack joins a health report as any other.
+    let health = seawall::health::HealthRegistry::new();
+    stack.register_health(&health, "server");
+    assert_eq!(health.report().components().len(), 2);
 }

@@ -130,12 +130,12 @@ impl CircuitBreakerConfig {
     /// A [`ConfigError`] naming `time_window` when both windows are set (a builder takes the
     /// last one it is given; a config document has no order). The builder checks the rest.
     pub fn builder(&self) -> Result<Builder, ConfigError> {
-        if let (Some(count), Some(_)) = (self.count_window, &self.time_window) {
+        if let (Some(_), Some(time_window)) = (self.count_window, &self.time_window) {
             return Err(ConfigError::new(
                 "circuit_breaker",
                 "time_window",
-                count,
-                "either count_window or time_window, not both",
+                time_window,
+                "unset when count_window is set (one window, not both)",
             ));
         }
         let b = CircuitBreakerLayer::builder();

@@ -63,9 +63,9 @@
 //!
 //! Two kinds, at two moments:
 //!
-//! - **Reading** (your format's error, from serde): an unknown field (`unknown field
-//!   `max_concurent`, expected one of ...`), a value of the wrong type, or a malformed
-//!   duration (`invalid duration "25 0ms" for `max_wait`: 25 has no unit; expected ...`).
+//! - **Reading** (your format's error, from serde): an unknown field (``unknown field
+//!   `max_concurent`, expected one of ...``), a value of the wrong type, or a malformed
+//!   duration (``invalid duration "25 0ms" for `max_wait`: 25 has no unit; expected ...``).
 //!   Formats such as TOML add the line and the key.
 //! - **Building** (`build()`, a [`ConfigError`](crate::error::ConfigError)): a value the builder refuses, such as a
 //!   failure rate of 1.5 or a capacity of 0, named by its path in the document:
