@@ -207,15 +207,26 @@ impl<'a> Rejection<'a> {
 ///     err.to_string(),
 ///     "invalid circuit_breaker config: `failure_rate_threshold` = 1.5; allowed: 0.0 < x <= 1.0"
 /// );
+///
+/// // Where the settings came from a config document, the error says where in it.
+/// let err = err.within("circuit_breaker").within("client");
+/// assert_eq!(err.path(), "client.circuit_breaker.failure_rate_threshold");
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid circuit_breaker config: `client.circuit_breaker.failure_rate_threshold` = 1.5; \
+///      allowed: 0.0 < x <= 1.0"
+/// );
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {layer} config: `{field}` = {value}; allowed: {allowed}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     layer: &'static str,
     field: &'static str,
     value: String,
     allowed: Cow<'static, str>,
+    /// Where the layer's settings sit in a config document (`client.retry`), if they came
+    /// from one.
+    scope: Option<Cow<'static, str>>,
 }
 
 impl ConfigError {
@@ -231,6 +242,31 @@ impl ConfigError {
             field,
             value: format!("{value:?}"),
             allowed: allowed.into(),
+            scope: None,
+        }
+    }
+
+    /// The same error, for settings found under `section` of a config document: the
+    /// [`path`](Self::path) gains `section` in front. Call it from the inside out, once per
+    /// level of nesting (the types of `seawall::config`, feature `serde`, do it for the
+    /// sections they own; do it for yours).
+    #[must_use]
+    pub fn within(mut self, section: impl Into<Cow<'static, str>>) -> Self {
+        let section = section.into();
+        self.scope = Some(match self.scope.take() {
+            Some(inner) => Cow::Owned(format!("{section}.{inner}")),
+            None => section,
+        });
+        self
+    }
+
+    /// Where the rejected value sits: the [`field`](Self::field), prefixed with the sections
+    /// given to [`within`](Self::within), such as `"client.retry.budget.ratio"`. Just the
+    /// field when the error did not come through a config document.
+    pub fn path(&self) -> Cow<'_, str> {
+        match &self.scope {
+            Some(scope) => Cow::Owned(format!("{scope}.{}", self.field)),
+            None => Cow::Borrowed(self.field),
         }
     }
 
@@ -254,6 +290,21 @@ impl ConfigError {
         &self.allowed
     }
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} config: `{}` = {}; allowed: {}",
+            self.layer,
+            self.path(),
+            self.value,
+            self.allowed
+        )
+    }
+}
+
+impl StdError for ConfigError {}
 
 /// Validation helpers shared by the builders.
 #[allow(dead_code)]

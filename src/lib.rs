@@ -57,6 +57,7 @@
 //! | `correlation-id` | yes | [`correlation`] (implies `http`) |
 //! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After`, request body replay for retries, rate-limit headers |
 //! | `metrics` | no | [`metrics`](mod@metrics): the [`events`] as counters, a gauge and a histogram of the `metrics` facade |
+//! | `serde` | no | [`config`]: every layer's settings and the two stacks' as serde structs, for config files; durations in human form (`"250ms"`, `"1m 30s"`) |
 //!
 //! [`classify`], [`error`], [`events`], [`fallback`] and [`health`] are always there.
 //!
@@ -113,6 +114,8 @@ pub mod correlation;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "serde")]
+pub mod config;
 
 #[cfg(all(
     feature = "bulkhead",

@@ -78,6 +78,8 @@
 pub use self::client::ClientStack;
 #[cfg(feature = "rate-limit")]
 pub use self::server::ServerStack;
+#[cfg(all(feature = "rate-limit", feature = "serde"))]
+pub(crate) use self::server::DEFAULT_RATE;
 
 #[cfg(doc)]
 use crate::classify::ServerErrorsAsFailures;
@@ -179,6 +181,23 @@ mod client {
     }
 
     impl<P, C> ClientStack<P, C> {
+        /// A stack of these layers (for the `serde` configs, which build each one).
+        #[cfg(feature = "serde")]
+        pub(crate) fn from_layers(
+            propagate: PropagateCorrelationIdLayer,
+            retry: RetryLayer<P>,
+            breaker: CircuitBreakerLayer<C>,
+            bulkhead: BulkheadLayer,
+        ) -> Self {
+            Self {
+                propagate,
+                retry,
+                breaker,
+                bulkhead,
+                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            }
+        }
+
         /// Replaces the correlation propagation layer (say, another header name).
         pub fn with_propagation(mut self, layer: PropagateCorrelationIdLayer) -> Self {
             self.propagate = layer;
@@ -281,6 +300,9 @@ mod server {
     use std::time::Duration;
     use tower_layer::Layer;
 
+    /// The default rate limit of a server stack: 1,000 requests a second.
+    pub(crate) const DEFAULT_RATE: (u32, Duration) = (1_000, Duration::from_secs(1));
+
     /// Correlation id, then the HTTP face, then rate limit, then bulkhead, in front of a
     /// handler. See [the module docs](super) for why.
     ///
@@ -321,7 +343,7 @@ mod server {
             Self {
                 correlation: CorrelationIdLayer::new(),
                 rate_limit: RateLimitLayer::builder()
-                    .rate(1_000, Duration::from_secs(1))
+                    .rate(DEFAULT_RATE.0, DEFAULT_RATE.1)
                     .build()
                     .expect("the default rate limit is valid"),
                 bulkhead: BulkheadLayer::builder()
@@ -338,6 +360,20 @@ mod server {
     }
 
     impl<K: KeyExtractor, M> ServerStack<K, M> {
+        /// A stack of these layers (for the `serde` configs, which build each one).
+        #[cfg(feature = "serde")]
+        pub(crate) fn from_layers(
+            correlation: CorrelationIdLayer<M>,
+            rate_limit: RateLimitLayer<K>,
+            bulkhead: BulkheadLayer,
+        ) -> Self {
+            Self {
+                correlation,
+                rate_limit,
+                bulkhead,
+            }
+        }
+
         /// Replaces the correlation id layer.
         pub fn with_correlation_id<M2>(self, layer: CorrelationIdLayer<M2>) -> ServerStack<K, M2> {
             ServerStack {
