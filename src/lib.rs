@@ -112,10 +112,10 @@ pub mod rate_limit;
 #[cfg(feature = "correlation-id")]
 pub mod correlation;
 
-#[cfg(feature = "metrics")]
-pub mod metrics;
 #[cfg(feature = "serde")]
 pub mod config;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 #[cfg(all(
     feature = "bulkhead",
