@@ -414,7 +414,7 @@ where
     P: Policy<Req, Res>,
 {
     let extra = extra.project();
-    let core: &Core = &**extra.core;
+    let core: &Core = extra.core;
     let attempt = *extra.attempt;
     let config = &core.config;
     let metrics = &core.metrics;
