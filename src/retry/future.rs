@@ -282,9 +282,10 @@ where
             panic!("`ResponseFuture` polled after completion");
         };
         let result: Result<_, BoxError> = ready!(future.poll(cx)).map_err(Into::into);
-        // Classified first: with the default classifier an `Ok` is final, and that is one
-        // look at the result.
-        if this.policy.classify(&result).is_failure() && this.stash.is_some() {
+        // Only the classification here: with the default classifier an `Ok` is final, and
+        // that is one look at the result. Whether the request can be retried at all (it has
+        // a stash) is looked at out of line, after a failure.
+        if this.policy.classify(&result).is_failure() {
             return self.first_failed(result, cx);
         }
         Poll::Ready(result)
