@@ -3,16 +3,16 @@
 use super::error::{AttemptTimedOut, DeadlineExceeded};
 use super::handle::RetryEvent;
 use super::policy::{Policy, Replay};
-use super::shared::{Config, CoreRef};
+use super::shared::{Config, Core, CoreRef};
 use crate::error::Rejection;
 use crate::events::EventKind;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
 use std::mem::ManuallyDrop;
-use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -31,6 +31,8 @@ pin_project! {
         // The attempt in flight; `Done` from a failed attempt to the next one, so that
         // whatever a finished attempt holds (a permit, a connection) is not kept through the
         // backoff.
+        // The shared state, or the boxed bookkeeping that holds it. First: dropped first.
+        link: Link<<P as Replay<Req>>::Request>,
         #[pin]
         future: Attempt<<S as Service<<P as Replay<Req>>::Request>>::Future>,
         // A clone of the inner service for the retries; `None` when the request is not
@@ -38,57 +40,108 @@ pin_project! {
         service: Option<S>,
         policy: P,
         stash: Option<<P as Replay<Req>>::Stash>,
-        core: CoreRef,
-        // Where the call stands, its timers and retry bookkeeping: boxed, and built only when
-        // a timeout or deadline is set or a retry happens. Without it the call is on its
-        // first attempt with no timer, and a poll is a poll of `future` and a look at its
-        // result. (A `tokio::time::Sleep` is over a hundred bytes; a future carrying one
-        // inline is copied with a `memmove` call at every move.)
-        extra: Timers<<P as Replay<Req>>::Request>,
     }
 }
 
-/// The optional box of [`Extra`], with a drop that looks at the option in line and frees the
-/// box out of line. Left to itself, the compiler puts the drop of a boxed `Extra` (which holds
-/// a `Sleep`) out of line, and the response future's drop then calls it on every success path,
-/// where there is no box at all.
-pub(crate) struct Timers<R>(ManuallyDrop<Bookkeeping<R>>);
+/// How a response future reaches the shared state: on the first attempt without a timer, the
+/// [`CoreRef`] alone (two words, the success path); with a timer or once a retry happens, a
+/// box of [`Extra`] that holds the `CoreRef` besides the timers and the retry bookkeeping. (A
+/// `tokio::time::Sleep` is over a hundred bytes; a future carrying one inline is copied with a
+/// `memmove` call at every move.)
+///
+/// Its drop looks at the state in line and releases anything out of line: left to itself, the
+/// compiler puts the whole response future's drop out of line (an `Arc`, a boxed `Sleep`), and
+/// every success path then pays a call for a drop that has nothing to do.
+pub(crate) struct Link<R>(ManuallyDrop<LinkState<R>>);
 
-impl<R> Timers<R> {
-    fn new(extra: Bookkeeping<R>) -> Self {
-        Timers(ManuallyDrop::new(extra))
+enum LinkState<R> {
+    /// The first attempt, no timer, a static core.
+    Static(&'static Core),
+    /// The first attempt, no timer, a reference-counted core.
+    Counted(Arc<Core>),
+    /// Timers, or retries: the bookkeeping, which holds the core.
+    Busy(Pin<Box<Extra<R>>>),
+    /// While moving from the first attempt to `Busy`, and after a release.
+    Moved,
+}
+
+impl<R> Link<R> {
+    /// The link of a call that starts now: boxed bookkeeping when `core` asks for a timer.
+    pub(crate) fn new(core: CoreRef) -> Self {
+        if core.config.timed {
+            let mut extra = Extra::new(core);
+            extra.as_mut().arm();
+            return Link(ManuallyDrop::new(LinkState::Busy(extra)));
+        }
+        Link(ManuallyDrop::new(match core {
+            CoreRef::Static(core) => LinkState::Static(core),
+            CoreRef::Counted(core) => LinkState::Counted(core),
+        }))
+    }
+
+    /// The link of a call with a static core and no timer: the success path.
+    #[inline]
+    pub(crate) fn first(core: &'static Core) -> Self {
+        Link(ManuallyDrop::new(LinkState::Static(core)))
+    }
+
+    /// Whether the call is on its first attempt without a timer.
+    #[inline]
+    fn is_first(&self) -> bool {
+        matches!(*self.0, LinkState::Static(_) | LinkState::Counted(_))
+    }
+
+    /// The bookkeeping, if any.
+    fn extra(&self) -> Option<&Extra<R>> {
+        match &*self.0 {
+            LinkState::Busy(extra) => Some(extra),
+            _ => None,
+        }
+    }
+
+    /// The bookkeeping, if any.
+    fn extra_mut(&mut self) -> Option<Pin<&mut Extra<R>>> {
+        match &mut *self.0 {
+            LinkState::Busy(extra) => Some(extra.as_mut()),
+            _ => None,
+        }
+    }
+
+    /// The bookkeeping, built now if the call has none yet.
+    fn busy(&mut self) -> Pin<&mut Extra<R>> {
+        let core = match std::mem::replace(&mut *self.0, LinkState::Moved) {
+            LinkState::Static(core) => Some(CoreRef::Static(core)),
+            LinkState::Counted(core) => Some(CoreRef::Counted(core)),
+            busy => {
+                *self.0 = busy;
+                None
+            }
+        };
+        if let Some(core) = core {
+            *self.0 = LinkState::Busy(Extra::new(core));
+        }
+        match &mut *self.0 {
+            LinkState::Busy(extra) => extra.as_mut(),
+            _ => unreachable!("a link is on its first attempt or `Busy` until dropped"),
+        }
     }
 
     #[cold]
     #[inline(never)]
-    fn free(&mut self) {
+    fn release(&mut self) {
         drop(ManuallyDrop::into_inner(std::mem::replace(
             &mut self.0,
-            ManuallyDrop::new(None),
+            ManuallyDrop::new(LinkState::Moved),
         )));
     }
 }
 
-impl<R> Drop for Timers<R> {
+impl<R> Drop for Link<R> {
     #[inline]
     fn drop(&mut self) {
-        if self.0.is_some() {
-            self.free();
+        if !matches!(*self.0, LinkState::Static(_)) {
+            self.release();
         }
-    }
-}
-
-impl<R> Deref for Timers<R> {
-    type Target = Bookkeeping<R>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl<R> DerefMut for Timers<R> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
     }
 }
 
@@ -99,9 +152,6 @@ pin_project! {
         Done,
     }
 }
-
-/// The optional box of a call's [`Extra`].
-type Bookkeeping<R> = Option<Pin<Box<Extra<R>>>>;
 
 /// What a call resolves to.
 type Answer<P, S, Req> = Result<<S as Service<<P as Replay<Req>>::Request>>::Response, BoxError>;
@@ -123,6 +173,7 @@ pin_project! {
         // The backoff sleep, or the cut-off of the attempt in flight when `armed`.
         #[pin]
         sleep: Sleep,
+        core: CoreRef,
         // What the sleep means while an attempt is in flight; `None`: no cut-off.
         armed: Option<Cause>,
         // When the whole call must end, with the configured deadline.
@@ -144,13 +195,15 @@ enum Cause {
 
 impl<R> Extra<R> {
     /// Bookkeeping for a call that started now.
-    fn new(config: &Config) -> Pin<Box<Self>> {
+    fn new(core: CoreRef) -> Pin<Box<Self>> {
         let now = Instant::now();
-        let deadline = config
+        let deadline = core
+            .config
             .deadline
             .and_then(|d| now.checked_add(d).map(|at| (at, d)));
         Box::pin(Extra {
             sleep: tokio::time::sleep_until(now),
+            core,
             armed: None,
             deadline,
             attempt: 1,
@@ -160,19 +213,11 @@ impl<R> Extra<R> {
         })
     }
 
-    /// Bookkeeping for a call that starts now, its cut-off armed. Out of line: only a layer
-    /// with a timeout or a deadline needs it.
-    #[inline(never)]
-    fn armed(config: &Config) -> Pin<Box<Self>> {
-        let mut extra = Extra::new(config);
-        extra.as_mut().arm(config);
-        extra
-    }
-
     /// Arms the cut-off for the attempt starting now: the per-attempt timeout or the
     /// deadline, whichever ends first.
-    fn arm(self: Pin<&mut Self>, config: &Config) {
+    fn arm(self: Pin<&mut Self>) {
         let this = self.project();
+        let config: &Config = &this.core.config;
         let cut = match (config.attempt_timeout, *this.deadline) {
             (None, None) => None,
             (None, Some((at, d))) => Some((at, Cause::Deadline(d))),
@@ -198,15 +243,6 @@ where
     P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
     S: Service<<P as Replay<Req>>::Request>,
 {
-    /// The bookkeeping a call needs from its start: only with a timeout or a deadline.
-    #[inline]
-    pub(crate) fn timers(core: &CoreRef) -> Bookkeeping<<P as Replay<Req>>::Request> {
-        if !core.config.timed {
-            return None;
-        }
-        Some(Extra::armed(&core.config))
-    }
-
     /// `future` should be the last argument computed: nothing then stands between the inner
     /// call and this constructor, and the inner future is written straight into place.
     #[inline]
@@ -214,8 +250,7 @@ where
         service: Option<S>,
         policy: P,
         stash: Option<<P as Replay<Req>>::Stash>,
-        core: CoreRef,
-        extra: Bookkeeping<<P as Replay<Req>>::Request>,
+        link: Link<<P as Replay<Req>>::Request>,
         future: <S as Service<<P as Replay<Req>>::Request>>::Future,
     ) -> Self {
         Self {
@@ -223,8 +258,7 @@ where
             service,
             policy,
             stash,
-            core,
-            extra: Timers::new(extra),
+            link,
         }
     }
 }
@@ -240,7 +274,7 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();
-        if this.extra.is_some() {
+        if !this.link.is_first() {
             return self.poll_slow(cx);
         }
         // The first attempt, with no timer: the success path.
@@ -248,13 +282,13 @@ where
             panic!("`ResponseFuture` polled after completion");
         };
         let result: Result<_, BoxError> = ready!(future.poll(cx)).map_err(Into::into);
-        if this.stash.is_none() || !this.policy.classify(&result).is_failure() {
-            return Poll::Ready(result);
+        // Only the classification here: with the default classifier an `Ok` is final, and
+        // that is one look at the result. Whether the request can be retried at all (it has
+        // a stash) is looked at out of line, after a failure.
+        if this.policy.classify(&result).is_failure() {
+            return self.first_failed(result, cx);
         }
-        match self.as_mut().failed(result) {
-            Some(result) => Poll::Ready(result),
-            None => self.poll_slow(cx),
-        }
+        Poll::Ready(result)
     }
 }
 
@@ -270,10 +304,9 @@ where
         loop {
             let mut this = self.as_mut().project();
             let mut extra = this
-                .extra
-                .as_mut()
-                .expect("a call off the success path has its bookkeeping")
-                .as_mut();
+                .link
+                .extra_mut()
+                .expect("a call off the success path has its bookkeeping");
             match extra.phase {
                 Phase::Calling => {
                     let AttemptProj::Running { future } = this.future.as_mut().project() else {
@@ -301,7 +334,7 @@ where
                             }
                         }
                     };
-                    if this.stash.is_none() || !this.policy.classify(&result).is_failure() {
+                    if !this.policy.classify(&result).is_failure() || this.stash.is_none() {
                         return Poll::Ready(result);
                     }
                     if let Some(result) = self.as_mut().failed(result) {
@@ -327,9 +360,23 @@ where
                     });
                     *parts.attempt += 1;
                     *parts.phase = Phase::Calling;
-                    extra.as_mut().arm(&this.core.config);
+                    extra.as_mut().arm();
                 }
             }
+        }
+    }
+
+    /// The first attempt failed and may be retried.
+    #[cold]
+    #[inline(never)]
+    fn first_failed(
+        mut self: Pin<&mut Self>,
+        result: Answer<P, S, Req>,
+        cx: &mut Context<'_>,
+    ) -> Poll<<Self as Future>::Output> {
+        match self.as_mut().failed(result) {
+            Some(result) => Poll::Ready(result),
+            None => self.poll_slow(cx),
         }
     }
 
@@ -342,12 +389,11 @@ where
         let Some(stash) = this.stash.as_mut() else {
             return Some(result);
         };
-        let config = &this.core.config;
-        let extra = this.extra.get_or_insert_with(|| Extra::new(config));
-        match decide(&*this.policy, stash, this.core, extra.as_mut(), &result) {
+        let mut extra = this.link.busy();
+        match decide(&*this.policy, stash, extra.as_mut(), &result) {
             None => Some(result),
             Some(request) => {
-                let extra = extra.as_mut().project();
+                let extra = extra.project();
                 *extra.request = Some(request);
                 *extra.phase = Phase::Sleeping;
                 this.future.set(Attempt::Done);
@@ -362,7 +408,6 @@ where
 fn decide<P, Req, Res>(
     policy: &P,
     stash: &mut <P as Replay<Req>>::Stash,
-    core: &CoreRef,
     extra: Pin<&mut Extra<<P as Replay<Req>>::Request>>,
     result: &Result<Res, BoxError>,
 ) -> Option<<P as Replay<Req>>::Request>
@@ -370,6 +415,7 @@ where
     P: Policy<Req, Res>,
 {
     let extra = extra.project();
+    let core: &Core = extra.core;
     let attempt = *extra.attempt;
     let config = &core.config;
     let metrics = &core.metrics;
@@ -486,7 +532,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("attempt", &self.extra.as_ref().map_or(1, |e| e.attempt))
+            .field("attempt", &self.link.extra().map_or(1, |e| e.attempt))
             .field("retryable", &self.stash.is_some())
             .finish_non_exhaustive()
     }

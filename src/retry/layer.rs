@@ -359,4 +359,29 @@ mod tests {
         let m = layer.handle().metrics();
         assert_eq!((m.attempts, m.retries), (3, 2));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reference_counted_layer_with_an_attempt_timeout_cuts_and_retries() {
+        let layer = RetryLayer::builder()
+            .max_attempts(2)
+            .attempt_timeout(Duration::from_millis(50))
+            .build_counted()
+            .unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let svc = {
+            let calls = calls.clone();
+            service_fn(move |()| {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<u32, BoxError>(n)
+                }
+            })
+        };
+        assert_eq!(layer.layer(svc).oneshot(()).await.unwrap(), 1);
+        let m = layer.handle().metrics();
+        assert_eq!((m.attempts, m.retries), (2, 1));
+    }
 }

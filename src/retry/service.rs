@@ -1,7 +1,7 @@
-use super::future::ResponseFuture;
+use super::future::{Link, ResponseFuture};
 use super::handle::RetryHandle;
 use super::policy::{Policy, Replay};
-use super::shared::CoreRef;
+use super::shared::{Core, CoreRef};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -23,23 +23,45 @@ pub struct Retry<S, P> {
     local: LocalCount,
 }
 
-/// The per-clone count of first attempts not yet published.
+/// The per-clone count of first attempts not yet published, and the shared state.
 struct LocalCount {
     core: CoreRef,
-    pending: u32,
+    /// The core, when every call starts on the success path: static, and no timer.
+    fast: Option<&'static Core>,
+    /// First attempts left before the next publication: counts down from `BATCH`, so that a
+    /// call is one decrement and one test.
+    left: u32,
 }
 
 impl LocalCount {
+    fn new(core: CoreRef) -> Self {
+        let fast = match core {
+            CoreRef::Static(c) if !c.config.timed => Some(c),
+            _ => None,
+        };
+        Self {
+            core,
+            fast,
+            left: BATCH,
+        }
+    }
+
     #[inline]
     fn count(&mut self) {
-        self.pending += 1;
-        if self.pending == BATCH {
+        self.left -= 1;
+        if self.left == 0 {
             self.flush();
         }
     }
 
+    /// The link of a call whose layer has a timer or a reference-counted core.
+    #[inline(never)]
+    fn link<R>(&self) -> Link<R> {
+        Link::new(self.core.clone())
+    }
+
     fn flush(&mut self) {
-        let n = std::mem::take(&mut self.pending);
+        let n = BATCH - std::mem::replace(&mut self.left, BATCH);
         if n == 0 {
             return;
         }
@@ -61,10 +83,7 @@ impl Drop for LocalCount {
 
 impl Clone for LocalCount {
     fn clone(&self) -> Self {
-        Self {
-            core: self.core.clone(),
-            pending: 0,
-        }
+        Self::new(self.core.clone())
     }
 }
 
@@ -93,7 +112,7 @@ impl<S, P> Retry<S, P> {
         Self {
             inner,
             policy,
-            local: LocalCount { core, pending: 0 },
+            local: LocalCount::new(core),
         }
     }
 
@@ -149,16 +168,11 @@ where
         // A clone (readied again before use) makes the retries; the readied service makes the
         // call, last, so that its future goes straight into the response future.
         let service = stash.as_ref().map(|_| self.inner.clone());
-        let core = self.local.core.clone();
-        let extra = ResponseFuture::<P, S, Req>::timers(&core);
+        let link = match self.local.fast {
+            Some(core) => Link::first(core),
+            None => self.local.link(),
+        };
         let policy = self.policy.clone();
-        ResponseFuture::new(
-            service,
-            policy,
-            stash,
-            core,
-            extra,
-            self.inner.call(request),
-        )
+        ResponseFuture::new(service, policy, stash, link, self.inner.call(request))
     }
 }
