@@ -93,7 +93,7 @@
 //! # Cost
 //!
 //! No lock, no boxed future and no shared write per request: the future is a concrete type
-//! that enters the span and tokio's task-local scope on each poll. What a request pays for,
+//! that enters the span and makes the id current on each poll. What a request pays for,
 //! measured against a bare HTTP service (`benches/correlation.rs`, 2-core VM):
 //!
 //! | part | about |
@@ -106,8 +106,10 @@
 //!
 //! In all, some 260-330 ns with an incoming id and 360-440 ns with a new one, where tower-http's
 //! `SetRequestId` + `PropagateRequestId` + `MakeRequestUuid` take 370-490 ns and 1,000-1,350 ns.
-//! A new id takes a slice of a per-thread buffer, so it allocates nothing of its own.
+//! A new id is kept inline; its header value takes a slice of a per-thread buffer, so it
+//! allocates nothing of its own.
 
+mod current;
 pub mod future;
 mod generate;
 mod id;
@@ -125,17 +127,13 @@ use std::future::Future;
 /// `x-correlation-id`, the default header name.
 pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
-tokio::task_local! {
-    static CURRENT: CorrelationId;
-}
-
 impl CorrelationId {
     /// The id of the request this task is handling: set by [`SetCorrelationId`] while the
     /// inner service's response future runs, and by [`CorrelationId::scope`], [`with_current`]
     /// and [`spawn`]. `None` outside of those, and in the inner service's `call` itself (a
     /// service that does its work there finds the id in the request's extensions).
     pub fn current() -> Option<CorrelationId> {
-        CURRENT.try_with(CorrelationId::clone).ok()
+        current::with(CorrelationId::clone)
     }
 
     /// Runs `future` with this id as the current one, inside a new span
