@@ -23,11 +23,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use futures::FutureExt;
 use http::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Request, Response};
-use seawall::correlation::CorrelationIdLayer;
+use seawall::correlation::{CorrelationId, CorrelationIdLayer};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -138,6 +138,47 @@ fn tower_http() -> impl Service<Request<()>, Response = Response<()>, Error = In
         .service(Bare)
 }
 
+/// The least any correlation-id layer must do, without looking the header up, checking it,
+/// making a span or scoping the task: put a `CorrelationId` (a clone of the incoming one) in
+/// the request's extensions and, with `echo`, a clone of the incoming value on the response.
+/// Its cost over the bare service is the floor that the allocator and the `http` types set.
+#[derive(Clone)]
+struct Floor {
+    id: CorrelationId,
+    echo: bool,
+}
+
+impl Floor {
+    fn new(echo: bool) -> Self {
+        Self {
+            id: CorrelationId::try_from(incoming_id()).unwrap(),
+            echo,
+        }
+    }
+}
+
+impl Service<Request<()>> for Floor {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        req.extensions_mut().insert(self.id.clone());
+        let echo = self.echo.then(|| req.headers()[X_CORRELATION_ID].clone());
+        let Ok(mut res) = Bare.call(req).into_inner();
+        if let Some(echo) = echo {
+            res.headers_mut().insert(X_CORRELATION_ID, echo);
+        }
+        ready(Ok(res))
+    }
+}
+
 /// Every subject: a name, a service, and what its requests carry.
 macro_rules! for_each_subject {
     ($m:ident) => {
@@ -156,6 +197,18 @@ macro_rules! for_each_routed_subject {
         $m!("bare, incoming id, routed", Bare, ROUTED);
         $m!("seawall, incoming id, routed", seawall(), ROUTED);
         $m!("tower-http, incoming id, routed", tower_http(), ROUTED);
+    };
+}
+
+/// The floor under any correlation-id layer: see [`Floor`].
+macro_rules! for_each_floor_subject {
+    ($m:ident) => {
+        $m!("bare, incoming id", Bare, INCOMING);
+        $m!("floor: extension", Floor::new(false), INCOMING);
+        $m!("floor: extension + echo", Floor::new(true), INCOMING);
+        $m!("bare, incoming id, routed", Bare, ROUTED);
+        $m!("floor: extension, routed", Floor::new(false), ROUTED);
+        $m!("floor: ext. + echo, routed", Floor::new(true), ROUTED);
     };
 }
 
@@ -237,14 +290,15 @@ fn allocations(_: &mut Criterion) {
     }
     for_each_subject!(count);
     for_each_routed_subject!(count);
+    for_each_floor_subject!(count);
 }
 
 /// Criterion's means drift with the other work on a shared machine. This prints, for each
 /// subject, the fastest of many short interleaved rounds: the figure a quiet machine gives,
 /// and a ratio that every subject measured under the same conditions.
 fn fastest_rounds(_: &mut Criterion) {
-    const ROUNDS: usize = 60;
-    const CALLS: u32 = 20_000;
+    const ROUNDS: usize = 300;
+    const CALLS: u32 = 4_000;
     let rt = support::runtime();
     let incoming = incoming_id();
     let mut names = Vec::new();
@@ -268,6 +322,7 @@ fn fastest_rounds(_: &mut Criterion) {
     }
     for_each_subject!(add);
     for_each_routed_subject!(add);
+    for_each_floor_subject!(add);
     let mut best = vec![Duration::MAX; runs.len()];
     for _ in 0..ROUNDS {
         for (run, best) in runs.iter_mut().zip(&mut best) {
@@ -291,9 +346,46 @@ fn fastest_rounds(_: &mut Criterion) {
     }
 }
 
+/// `SEAWALL_PROFILE=NAME` runs only the subject named NAME, `SEAWALL_PROFILE_CALLS` times
+/// (default 1,000,000), for `perf record` or `valgrind --tool=callgrind`.
+fn profile(wanted: &str) {
+    let calls: u64 = std::env::var("SEAWALL_PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = support::runtime();
+    let incoming = incoming_id();
+    let mut found = false;
+    macro_rules! run {
+        ($name:expr, $svc:expr, $kind:expr) => {{
+            if !found && $name == wanted {
+                found = true;
+                let mut svc = $svc;
+                rt.block_on(tokio::task::unconstrained(async {
+                    for _ in 0..calls {
+                        one_call!(svc, $kind, &incoming);
+                    }
+                }));
+            }
+        }};
+    }
+    for_each_subject!(run);
+    for_each_routed_subject!(run);
+    for_each_floor_subject!(run);
+    assert!(found, "no subject named {wanted:?}");
+}
+
 criterion_group! {
     name = benches;
     config = support::criterion();
     targets = allocations, fastest_rounds, single_thread, two_threads
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(wanted) = std::env::var("SEAWALL_PROFILE") {
+        profile(&wanted);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,4 +1,7 @@
 #![cfg(feature = "correlation-id")]
+//! The correlation-id layers, without a tracing subscriber: the tests that capture spans and
+//! events are in `correlation_tracing.rs`, alone in their binary, because `tracing` caches
+//! callsite interest per process.
 
 mod correlation_support;
 
@@ -22,59 +25,9 @@ use seawall::error::BulkheadFull;
 use seawall::http::RejectionResponseLayer;
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
-use correlation_support::{is_uuid_v4, Capture};
+use correlation_support::{id_of, is_uuid_v4, recording, request_with};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What the inner service saw of a request.
-#[derive(Debug, Clone, Default)]
-struct Seen {
-    header: Option<HeaderValue>,
-    extension: Option<CorrelationId>,
-    current: Option<CorrelationId>,
-    headers: HeaderMap,
-}
-
-/// A service that records what it saw and answers 200.
-fn recording() -> (
-    Arc<Mutex<Seen>>,
-    impl Service<
-            Request<String>,
-            Response = Response<String>,
-            Error = Infallible,
-            Future = impl Send,
-        > + Clone,
-) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let svc = {
-        let seen = Arc::clone(&seen);
-        service_fn(move |req: Request<String>| {
-            let seen = Arc::clone(&seen);
-            async move {
-                *seen.lock().unwrap() = Seen {
-                    header: req.headers().get("x-correlation-id").cloned(),
-                    extension: req.extensions().get::<CorrelationId>().cloned(),
-                    current: CorrelationId::current(),
-                    headers: req.headers().clone(),
-                };
-                Ok::<_, Infallible>(Response::new(String::new()))
-            }
-        })
-    };
-    (seen, svc)
-}
-
-fn request_with(name: &str, value: HeaderValue) -> Request<String> {
-    Request::builder()
-        .uri("/")
-        .header(name, value)
-        .body(String::new())
-        .unwrap()
-}
-
-fn id_of(res: &Response<String>) -> &str {
-    res.headers()["x-correlation-id"].to_str().unwrap()
-}
 
 #[tokio::test]
 async fn missing_id_is_generated_and_everywhere_the_same() {
@@ -136,96 +89,6 @@ async fn id_of_exactly_max_len_is_kept() {
     assert_eq!(id_of(&res), value);
 }
 
-/// Sends `value` and asserts it was replaced everywhere by a fresh UUID, with one debug event
-/// that carries the value escaped, never raw.
-async fn assert_replaced(value: HeaderValue, expected_reason: InvalidCorrelationId) {
-    let (capture, _guard) = Capture::install();
-    let (seen, inner) = recording();
-    let layer = CorrelationIdLayer::new();
-    let handle = layer.handle();
-    let res = layer
-        .layer(inner)
-        .oneshot(request_with("x-correlation-id", value.clone()))
-        .await
-        .unwrap();
-    let id = id_of(&res).to_owned();
-    assert!(is_uuid_v4(&id), "replacement {id:?} for {value:?}");
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.header.unwrap(), id.as_str(), "request header replaced");
-    assert_eq!(seen.headers.get_all("x-correlation-id").iter().count(), 1);
-    assert_eq!(seen.extension.unwrap(), id.as_str());
-    assert_eq!(handle.rejected(), 1);
-
-    let events = capture.events_with_message("invalid incoming correlation id replaced");
-    assert_eq!(events.len(), 1, "{:?}", capture.events());
-    let event = &events[0];
-    assert_eq!(event.target, "seawall::correlation");
-    assert_eq!(event.fields["header"], "x-correlation-id");
-    assert_eq!(event.fields["replacement"], id);
-    assert_eq!(event.fields["len"], value.len().to_string());
-    assert_eq!(event.fields["reason"], expected_reason.to_string());
-    let shown = &event.fields["rejected"];
-    assert!(
-        shown.bytes().all(|b| (0x21..0x7f).contains(&b)),
-        "logged value is visible ASCII: {shown:?}"
-    );
-    assert!(shown.len() <= 32 * 4 + 3, "logged value is cut: {shown:?}");
-}
-
-#[tokio::test]
-async fn too_long_id_is_replaced() {
-    let value = HeaderValue::from_str(&"x".repeat(129)).unwrap();
-    assert_replaced(value, InvalidCorrelationId::TooLong { len: 129, max: 128 }).await;
-}
-
-#[tokio::test]
-async fn id_with_control_character_is_replaced() {
-    // Tab is the one control character a header value may hold.
-    let value = HeaderValue::from_bytes(b"abc\tdef").unwrap();
-    assert_replaced(
-        value,
-        InvalidCorrelationId::Forbidden {
-            byte: b'\t',
-            index: 3,
-        },
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn id_with_non_ascii_bytes_is_replaced() {
-    let value = HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap();
-    assert_replaced(
-        value,
-        InvalidCorrelationId::Forbidden {
-            byte: 0xc3,
-            index: 3,
-        },
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn empty_id_is_replaced() {
-    assert_replaced(HeaderValue::from_static(""), InvalidCorrelationId::Empty).await;
-}
-
-#[tokio::test]
-async fn id_with_separators_is_replaced() {
-    for (value, byte, index) in [
-        ("two words", b' ', 3),
-        ("a\"quote", b'"', 1),
-        ("a,b", b',', 1),
-        ("k=v;x", b'=', 1),
-    ] {
-        assert_replaced(
-            HeaderValue::from_static(value),
-            InvalidCorrelationId::Forbidden { byte, index },
-        )
-        .await;
-    }
-}
-
 #[tokio::test]
 async fn id_with_cr_lf_never_gets_through() {
     // `http` refuses CR and LF in any header value, so they cannot reach the layer as a header;
@@ -241,27 +104,6 @@ async fn id_with_cr_lf_never_gets_through() {
     }
     // Percent-encoded, they are plain visible characters and harmless.
     assert!(CorrelationId::try_from("abc%0D%0A").is_ok());
-}
-
-#[tokio::test]
-async fn long_invalid_id_is_logged_escaped_and_cut() {
-    // `http` refuses ESC and other control characters in a header value; obs-text bytes pass.
-    assert!(HeaderValue::from_bytes(b"\x1b[31mred").is_err());
-    let (capture, _guard) = Capture::install();
-    let (_, inner) = recording();
-    let raw = format!("\u{e9}\u{e9}{}", "y".repeat(200));
-    let _ = CorrelationIdLayer::new()
-        .layer(inner)
-        .oneshot(request_with(
-            "x-correlation-id",
-            HeaderValue::from_bytes(raw.as_bytes()).unwrap(),
-        ))
-        .await
-        .unwrap();
-    let events = capture.events_with_message("invalid incoming correlation id replaced");
-    assert_eq!(events.len(), 1);
-    let shown = &events[0].fields["rejected"];
-    assert_eq!(shown, &format!("\\xc3\\xa9\\xc3\\xa9{}...", "y".repeat(28)));
 }
 
 #[tokio::test]
@@ -333,58 +175,6 @@ async fn inner_errors_pass_through_unchanged() {
     }));
     let err = svc.oneshot(Request::new(String::new())).await.unwrap_err();
     assert_eq!(err.to_string(), "boom");
-}
-
-#[tokio::test]
-async fn id_is_a_field_of_the_span_around_the_inner_call() {
-    let (capture, _guard) = Capture::install();
-    let svc = CorrelationIdLayer::new().layer(service_fn(|_: Request<String>| {
-        tracing::info!("in call");
-        async {
-            tokio::task::yield_now().await;
-            tracing::info!("in handler");
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }
-    }));
-    let res = svc
-        .oneshot(request_with(
-            "x-correlation-id",
-            HeaderValue::from_static("span-7"),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(id_of(&res), "span-7");
-    tracing::info!("after");
-
-    let spans = capture.spans();
-    let ours: Vec<_> = spans
-        .iter()
-        .filter(|(name, _)| name == "correlation")
-        .collect();
-    assert_eq!(ours.len(), 1);
-    assert_eq!(ours[0].1["correlation_id"], "span-7");
-    for message in ["in call", "in handler"] {
-        let events = capture.events_with_message(message);
-        assert_eq!(events[0].span_ids, vec!["span-7".to_owned()], "{message}");
-    }
-    assert!(capture.events_with_message("after")[0].span_ids.is_empty());
-}
-
-#[tokio::test]
-async fn generated_id_is_the_span_field_too() {
-    let (capture, _guard) = Capture::install();
-    let (_, inner) = recording();
-    let res = CorrelationIdLayer::new()
-        .layer(inner)
-        .oneshot(Request::new(String::new()))
-        .await
-        .unwrap();
-    let spans = capture.spans();
-    let (_, fields) = spans
-        .iter()
-        .find(|(name, _)| name == "correlation")
-        .unwrap();
-    assert_eq!(fields["correlation_id"], id_of(&res));
 }
 
 #[tokio::test]
@@ -797,43 +587,6 @@ fn services_are_send_sync_static_and_clone() {
 }
 
 #[tokio::test]
-async fn spawned_task_logs_inside_the_request_span() {
-    let (capture, _guard) = Capture::install();
-    let svc = CorrelationIdLayer::new().layer(service_fn(|_: Request<String>| async {
-        correlation::spawn(async { tracing::info!("in spawned task") })
-            .await
-            .unwrap();
-        tokio::spawn(async { tracing::info!("in plain task") })
-            .await
-            .unwrap();
-        Ok::<_, Infallible>(Response::new(String::new()))
-    }));
-    svc.oneshot(request_with(
-        "x-correlation-id",
-        HeaderValue::from_static("log-1"),
-    ))
-    .await
-    .unwrap();
-    let spawned = capture.events_with_message("in spawned task");
-    assert_eq!(spawned[0].span_ids, vec!["log-1".to_owned()]);
-    let plain = capture.events_with_message("in plain task");
-    assert!(plain[0].span_ids.is_empty());
-}
-
-#[tokio::test]
-async fn scope_opens_a_span_with_the_id() {
-    let (capture, _guard) = Capture::install();
-    CorrelationId::try_from("job-3")
-        .unwrap()
-        .scope(async { tracing::info!("in job") })
-        .await;
-    assert_eq!(
-        capture.events_with_message("in job")[0].span_ids,
-        vec!["job-3".to_owned()]
-    );
-}
-
-#[tokio::test]
 async fn inner_call_sees_the_extension_and_its_future_the_current_id() {
     let seen = Arc::new(Mutex::new((None, None)));
     let svc = {
@@ -856,4 +609,66 @@ async fn inner_call_sees_the_extension_and_its_future_the_current_id() {
     let (in_call, in_future) = seen.lock().unwrap().clone();
     assert_eq!(in_call.unwrap(), "c-1");
     assert_eq!(in_future.unwrap(), "c-1");
+}
+
+/// Records the current id when dropped.
+struct CurrentOnDrop(Arc<Mutex<Option<Option<CorrelationId>>>>);
+
+impl Drop for CurrentOnDrop {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(CorrelationId::current());
+    }
+}
+
+#[tokio::test]
+async fn inner_future_dropped_before_it_completes_still_sees_the_id() {
+    let seen = Arc::new(Mutex::new(None));
+    let svc = {
+        let seen = Arc::clone(&seen);
+        CorrelationIdLayer::new().layer(service_fn(move |_: Request<String>| {
+            let guard = CurrentOnDrop(Arc::clone(&seen));
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        }))
+    };
+    let mut call = Box::pin(svc.oneshot(request_with(
+        "x-correlation-id",
+        HeaderValue::from_static("gone-1"),
+    )));
+    assert!(futures::poll!(&mut call).is_pending());
+    drop(call);
+    assert_eq!(seen.lock().unwrap().clone().unwrap().unwrap(), "gone-1");
+    assert_eq!(CorrelationId::current(), None);
+}
+
+#[tokio::test]
+async fn scopes_nest_and_a_dropped_scope_drops_its_future_with_its_id() {
+    let outer = CorrelationId::try_from("outer-1").unwrap();
+    let inner = CorrelationId::try_from("inner-1").unwrap();
+    let (in_inner, after_inner) = outer
+        .clone()
+        .scope(async {
+            let in_inner = inner
+                .clone()
+                .scope(async { CorrelationId::current() })
+                .await;
+            (in_inner, CorrelationId::current())
+        })
+        .await;
+    assert_eq!(in_inner, Some(inner.clone()));
+    assert_eq!(after_inner, Some(outer));
+    assert_eq!(CorrelationId::current(), None);
+
+    let seen = Arc::new(Mutex::new(None));
+    let guard = CurrentOnDrop(Arc::clone(&seen));
+    let mut scoped = Box::pin(inner.clone().scope(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    }));
+    assert!(futures::poll!(&mut scoped).is_pending());
+    drop(scoped);
+    assert_eq!(seen.lock().unwrap().clone().unwrap(), Some(inner));
 }

@@ -7,31 +7,44 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::task::futures::TaskLocalFuture;
 use tracing::Span;
 
-use super::{CorrelationId, CURRENT};
+use super::current;
+use super::CorrelationId;
 
 pin_project! {
     /// The response future of [`SetCorrelationId`](super::SetCorrelationId): polls the inner
     /// future inside the request's span and with the id as the task's
     /// [current](CorrelationId::current) one, then echoes the id on the response.
+    ///
+    /// Dropped before it completes, it drops the inner future with the id still current, as
+    /// a `tokio::task_local!` scope does.
     pub struct ResponseFuture<F> {
+        // `None` once it has completed.
         #[pin]
-        inner: TaskLocalFuture<CorrelationId, F>,
+        inner: Option<F>,
+        id: Option<CorrelationId>,
         span: Span,
         echo: Option<HeaderName>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if std::mem::needs_drop::<F>() && this.inner.is_some() {
+                let _id = current::enter(this.id);
+                this.inner.set(None);
+            }
+        }
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: TaskLocalFuture<CorrelationId, F>,
-        span: Span,
-        echo: HeaderName,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn new(id: CorrelationId, inner: F, span: Span, echo: HeaderName) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
+            id: Some(id),
             span,
             echo: Some(echo),
         }
@@ -48,11 +61,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = {
-            let _entered = super::enter(this.span);
-            ready!(this.inner.as_mut().poll(cx))
+            let _span = super::enter(this.span);
+            let _id = current::enter(this.id);
+            let inner = this.inner.as_mut().as_pin_mut();
+            ready!(inner
+                .expect("ResponseFuture polled after completion")
+                .poll(cx))
         };
+        this.inner.set(None);
         let mut response = result?;
-        if let (Some(name), Some(id)) = (this.echo.take(), this.inner.take_value()) {
+        if let (Some(name), Some(id)) = (this.echo.take(), this.id.take()) {
             response.headers_mut().insert(name, id.into_header_value());
         }
         Poll::Ready(Ok(response))
@@ -62,6 +80,7 @@ where
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
+            .field("id", &self.id)
             .field("span", &self.span)
             .field("echo", &self.echo)
             .finish_non_exhaustive()
@@ -72,30 +91,35 @@ pin_project! {
     /// A future run with a correlation id as its task's current one (or as it is, when there
     /// was none) and inside a `tracing` span, so its log lines carry the id: made by
     /// [`CorrelationId::scope`] and [`with_current`](super::with_current).
+    ///
+    /// Dropped before it completes, it drops the future with the id still current, as a
+    /// `tokio::task_local!` scope does.
     pub struct Scoped<F> {
+        // `None` once it has completed.
         #[pin]
-        state: State<F>,
+        future: Option<F>,
+        id: Option<CorrelationId>,
         span: Span,
     }
-}
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        With { #[pin] future: TaskLocalFuture<CorrelationId, F> },
-        Without { #[pin] future: F },
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if std::mem::needs_drop::<F>() && this.future.is_some() {
+                let _id = current::enter(this.id);
+                this.future.set(None);
+            }
+        }
     }
 }
 
 impl<F: Future> Scoped<F> {
     pub(crate) fn new(id: Option<CorrelationId>, span: Span, future: F) -> Self {
-        let state = match id {
-            Some(id) => State::With {
-                future: CURRENT.scope(id, future),
-            },
-            None => State::Without { future },
-        };
-        Self { state, span }
+        Self {
+            future: Some(future),
+            id,
+            span,
+        }
     }
 }
 
@@ -104,23 +128,22 @@ impl<F: Future> Future for Scoped<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = super::enter(this.span);
-        match this.state.project() {
-            StateProj::With { future } => future.poll(cx),
-            StateProj::Without { future } => future.poll(cx),
-        }
+        let mut this = self.project();
+        let output = {
+            let _span = super::enter(this.span);
+            let _id = current::enter(this.id);
+            let future = this.future.as_mut().as_pin_mut();
+            ready!(future.expect("Scoped polled after completion").poll(cx))
+        };
+        this.future.set(None);
+        Poll::Ready(output)
     }
 }
 
 impl<F> fmt::Debug for Scoped<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = match &self.state {
-            State::With { future } => format!("{future:?}"),
-            State::Without { .. } => "none".to_owned(),
-        };
         f.debug_struct("Scoped")
-            .field("id", &id)
+            .field("id", &self.id)
             .field("span", &self.span)
             .finish_non_exhaustive()
     }

@@ -56,11 +56,9 @@ pub trait MakeCorrelationId {
 ///
 /// # Cost
 ///
-/// No lock and no system call per id (tower-http's `MakeRequestUuid` makes one `getrandom`
-/// call per id): a few hundred instructions for 16 random bytes and the text. The text is
-/// carved out of a per-thread 1 KiB buffer, so an id costs no allocation of its own; the buffer
-/// is reused once every id cut from it has been dropped. A `CorrelationId` kept for a long time
-/// keeps its buffer alive: 1 KiB at most.
+/// No lock, no system call and no allocation per id (tower-http's `MakeRequestUuid` makes one
+/// `getrandom` call per id): a few hundred instructions for 16 random bytes and the text, which
+/// the id keeps inline.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MakeUuidV4;
 
@@ -72,41 +70,49 @@ impl MakeCorrelationId for MakeUuidV4 {
 }
 
 const UUID_LEN: usize = 36;
+/// The per-thread buffer header values are cut from.
 const CHUNK: usize = 1024;
 
-struct Local {
-    rng: ThreadRng,
-    buf: BytesMut,
-}
-
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local {
-        rng: rand::rng(),
-        buf: BytesMut::new(),
-    });
+    static RNG: RefCell<ThreadRng> = RefCell::new(rand::rng());
+    static BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 pub(crate) fn uuid_v4() -> CorrelationId {
-    let value = LOCAL
-        .try_with(|local| {
-            let mut local = local.borrow_mut();
-            let local = &mut *local;
-            let text = format_uuid_v4(local.rng.random::<u128>().to_le_bytes());
-            if local.buf.capacity() < UUID_LEN {
-                // Reclaims the buffer when every id cut from it is gone, else starts a new one.
-                local.buf.reserve(CHUNK);
-            }
-            local.buf.extend_from_slice(&text);
-            HeaderValue::from_maybe_shared(local.buf.split().freeze())
-        })
+    let random = RNG
+        .try_with(|rng| rng.borrow_mut().random::<u128>().to_le_bytes())
         .unwrap_or_else(|_| {
             // This thread's locals are being torn down: ask the OS directly.
             let mut random = [0u8; 16];
             let _ = rand::rngs::OsRng.try_fill_bytes(&mut random);
-            HeaderValue::from_bytes(&format_uuid_v4(random))
+            random
+        });
+    let text = format_uuid_v4(random);
+    CorrelationId::inline(&text).expect("a UUID fits inline")
+}
+
+/// `text` (visible ASCII, checked by the caller) as a header value, carved out of a per-thread
+/// buffer: a reference-count increment on the buffer, no allocation of its own. The buffer is
+/// reused once every value cut from it has been dropped; a value kept for a long time keeps
+/// its buffer alive, 1 KiB at most.
+pub(crate) fn header_value(text: &[u8]) -> HeaderValue {
+    let value = if text.len() <= CHUNK {
+        BUF.try_with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.capacity() < text.len() {
+                // Reclaims the buffer when every value cut from it is gone, else starts anew.
+                buf.reserve(CHUNK);
+            }
+            buf.extend_from_slice(text);
+            HeaderValue::from_maybe_shared(buf.split().freeze())
         })
-        .expect("hex digits and hyphens are a valid header value");
-    CorrelationId::from_checked(value)
+        .ok()
+    } else {
+        None
+    };
+    value
+        .unwrap_or_else(|| HeaderValue::from_bytes(text))
+        .expect("a correlation id is a valid header value")
 }
 
 /// `bytes` as a version 4, variant 1 UUID in hyphenated lowercase text.
@@ -162,20 +168,32 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_distinct_across_buffer_refills() {
-        // Several chunks' worth, some kept alive (new chunk) and some dropped (chunk reused).
+    fn ids_are_distinct_uuids() {
         let mut seen = HashSet::new();
-        let mut kept = Vec::new();
-        for i in 0..1000 {
+        for _ in 0..10_000 {
             let id = uuid_v4();
             assert_eq!(id.as_str().len(), UUID_LEN);
             assert!(seen.insert(id.as_str().to_owned()), "duplicate id");
+        }
+    }
+
+    #[test]
+    fn header_values_stay_intact_across_buffer_refills() {
+        // Several chunks' worth, some kept alive (a new chunk) and some dropped (the chunk is
+        // reused): no value may change under its holder.
+        let mut kept = Vec::new();
+        for i in 0..1000 {
+            let id = uuid_v4();
+            let value = header_value(id.as_str().as_bytes());
+            assert_eq!(value, id.as_str());
             if i % 7 == 0 {
-                kept.push(id);
+                kept.push((id, value));
             }
         }
-        for id in &kept {
-            assert!(seen.contains(id.as_str()));
+        let long = "x".repeat(CHUNK + 1);
+        assert_eq!(header_value(long.as_bytes()), long.as_str());
+        for (id, value) in &kept {
+            assert_eq!(value, id.as_str());
         }
     }
 }

@@ -17,8 +17,10 @@ pub const MAX_LEN_LIMIT: usize = 1024;
 /// A request's correlation id: one to 1024 bytes of visible ASCII, valid as an HTTP header
 /// value and safe to write raw into a log line.
 ///
-/// It wraps an [`http::HeaderValue`], which is backed by `Bytes`, so cloning it is a reference
-/// count increment (or nothing at all for static values) and never copies the text.
+/// An id of up to 46 bytes (a UUID, a ULID, a short prefix and a UUID) is kept inline, so
+/// cloning it copies those bytes and touches no counter shared between threads. A longer one
+/// shares the bytes of the header value it came from, so cloning it is a reference-count
+/// increment. Either way, cloning never allocates.
 ///
 /// Get one from a request's extensions (in axum, `Extension<CorrelationId>`), from
 /// [`CorrelationId::current`] anywhere in the task handling the request, or parse one with
@@ -33,17 +35,37 @@ pub const MAX_LEN_LIMIT: usize = 1024;
 /// assert!(CorrelationId::try_from("two words").is_err());
 /// assert!(CorrelationId::try_from("line\r\nbreak").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CorrelationId(HeaderValue);
+pub struct CorrelationId(Repr);
+
+/// The longest id kept inline: 46 bytes and a length fill 48 bytes, a `HeaderValue`'s 40 and
+/// a tag.
+const INLINE: usize = 46;
+
+enum Repr {
+    /// Visible ASCII in `bytes[..len]`.
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// Visible ASCII, any length.
+    Shared(HeaderValue),
+}
 
 impl CorrelationId {
     /// Wraps a value the caller has already checked to be visible ASCII.
+    #[inline]
     pub(crate) fn from_checked(value: HeaderValue) -> Self {
-        debug_assert!(
-            !value.is_empty() && value.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)),
-            "unchecked correlation id {value:?}"
-        );
-        Self(value)
+        debug_assert!(is_visible_ascii(value.as_bytes()), "unchecked id {value:?}");
+        Self(Repr::Shared(value))
+    }
+
+    /// Copies `text`, which the caller has checked to be visible ASCII, when it fits inline.
+    #[inline]
+    pub(crate) fn inline(text: &[u8]) -> Option<Self> {
+        debug_assert!(is_visible_ascii(text), "unchecked id {text:?}");
+        let len = u8::try_from(text.len())
+            .ok()
+            .filter(|&len| usize::from(len) <= INLINE)?;
+        let mut bytes = [0; INLINE];
+        bytes[..text.len()].copy_from_slice(text);
+        Some(Self(Repr::Inline { len, bytes }))
     }
 
     /// A new random UUID v4, as the default generator [`MakeUuidV4`](super::MakeUuidV4) makes.
@@ -54,17 +76,78 @@ impl CorrelationId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Visible ASCII by construction, so this never falls back.
-        self.0.to_str().unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 
-    /// The id as a header value.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.0
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Shared(value) => value.as_bytes(),
+        }
     }
 
-    /// Unwraps the header value.
+    /// The id as a header value: a reference-count increment when the id shares the bytes of
+    /// the header value it came from (as the current id of a request does), else a copy into
+    /// a per-thread buffer, which allocates once per 1 KiB of ids.
+    ///
+    /// ```
+    /// use seawall::correlation::CorrelationId;
+    ///
+    /// let id = CorrelationId::try_from("order-7f3a").unwrap();
+    /// assert_eq!(id.to_header_value(), "order-7f3a");
+    /// ```
+    #[inline]
+    pub fn to_header_value(&self) -> HeaderValue {
+        match &self.0 {
+            Repr::Shared(value) => value.clone(),
+            Repr::Inline { .. } => super::generate::header_value(self.as_bytes()),
+        }
+    }
+
+    /// Unwraps or makes the header value, as [`to_header_value`](Self::to_header_value) does.
+    #[inline]
     pub fn into_header_value(self) -> HeaderValue {
-        self.0
+        match self.0 {
+            Repr::Shared(value) => value,
+            Repr::Inline { .. } => super::generate::header_value(self.as_bytes()),
+        }
+    }
+}
+
+/// Whether every byte of `bytes` is visible ASCII, `!` to `~`, and there is at least one.
+pub(crate) fn is_visible_ascii(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+impl Clone for CorrelationId {
+    /// Copies an id of up to 46 bytes; shares the bytes of a longer one.
+    #[inline]
+    fn clone(&self) -> Self {
+        match &self.0 {
+            Repr::Shared(value) if value.len() > INLINE => Self(Repr::Shared(value.clone())),
+            Repr::Shared(value) => {
+                Self::inline(value.as_bytes()).unwrap_or_else(|| Self(Repr::Shared(value.clone())))
+            }
+            Repr::Inline { len, bytes } => Self(Repr::Inline {
+                len: *len,
+                bytes: *bytes,
+            }),
+        }
+    }
+}
+
+impl PartialEq for CorrelationId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for CorrelationId {}
+
+impl std::hash::Hash for CorrelationId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
@@ -102,17 +185,17 @@ impl PartialEq<&str> for CorrelationId {
 
 impl From<CorrelationId> for HeaderValue {
     fn from(id: CorrelationId) -> Self {
-        id.0
+        id.into_header_value()
     }
 }
 
 impl TryFrom<HeaderValue> for CorrelationId {
     type Error = InvalidCorrelationId;
 
-    /// Checks `value` against the default rules.
+    /// Checks `value` against the default rules, and keeps it.
     fn try_from(value: HeaderValue) -> Result<Self, Self::Error> {
         Policy::DEFAULT.check(value.as_bytes())?;
-        Ok(Self(value))
+        Ok(Self::from_checked(value))
     }
 }
 
@@ -122,19 +205,28 @@ impl TryFrom<&str> for CorrelationId {
     /// Checks `value` against the default rules, then copies it.
     fn try_from(value: &str) -> Result<Self, Self::Error> {
         Policy::DEFAULT.check(value.as_bytes())?;
-        let value = HeaderValue::from_str(value).map_err(|_| InvalidCorrelationId::Empty)?;
-        Ok(Self(value))
+        match Self::inline(value.as_bytes()) {
+            Some(id) => Ok(id),
+            None => HeaderValue::from_str(value)
+                .map(Self::from_checked)
+                .map_err(|_| InvalidCorrelationId::Empty),
+        }
     }
 }
 
 impl TryFrom<String> for CorrelationId {
     type Error = InvalidCorrelationId;
 
-    /// Checks `value` against the default rules, and keeps its buffer.
+    /// Checks `value` against the default rules, then copies it when it is short, or keeps
+    /// its buffer.
     fn try_from(value: String) -> Result<Self, Self::Error> {
         Policy::DEFAULT.check(value.as_bytes())?;
-        let value = HeaderValue::try_from(value).map_err(|_| InvalidCorrelationId::Empty)?;
-        Ok(Self(value))
+        match Self::inline(value.as_bytes()) {
+            Some(id) => Ok(id),
+            None => HeaderValue::try_from(value)
+                .map(Self::from_checked)
+                .map_err(|_| InvalidCorrelationId::Empty),
+        }
     }
 }
 
@@ -384,6 +476,36 @@ mod tests {
                 index: 0
             })
         );
+    }
+
+    #[test]
+    fn short_ids_are_inline_long_ones_shared_and_both_compare_by_text() {
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        let text = "3f2b8c1e-9d4a-4b7e-a1c2-5e6f7a8b9c0d";
+        let inline = CorrelationId::try_from(text).unwrap();
+        let shared = CorrelationId::try_from(HeaderValue::from_static(text)).unwrap();
+        assert!(matches!(inline.0, Repr::Inline { .. }));
+        assert!(matches!(shared.0, Repr::Shared(_)));
+        assert_eq!(inline, shared);
+        assert_eq!(state.hash_one(&inline), state.hash_one(&shared));
+        // A clone of a short shared id is a copy; both give back the same header value.
+        assert!(matches!(shared.clone().0, Repr::Inline { .. }));
+        assert_eq!(inline.to_header_value(), text);
+        assert_eq!(HeaderValue::from(shared), text);
+
+        let longest = "a".repeat(INLINE);
+        assert!(matches!(
+            CorrelationId::try_from(longest.as_str()).unwrap().0,
+            Repr::Inline { .. }
+        ));
+        let long = "a".repeat(INLINE + 1);
+        let id = CorrelationId::try_from(long.as_str()).unwrap();
+        assert!(matches!(id.0, Repr::Shared(_)));
+        assert!(matches!(id.clone().0, Repr::Shared(_)));
+        assert_eq!(id.clone(), id);
+        assert_eq!(id.as_str(), long);
+        assert_eq!(id.into_header_value(), long.as_str());
     }
 
     #[test]

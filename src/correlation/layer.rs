@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::generate::{MakeCorrelationId, MakeUuidV4};
 use super::id::{CharSet, CorrelationId, Escaped, Policy, DEFAULT_MAX_LEN, MAX_LEN_LIMIT};
-use super::{CURRENT, X_CORRELATION_ID};
+use super::X_CORRELATION_ID;
 use crate::error::ConfigError;
 
 /// The most header names a layer reads.
@@ -254,7 +254,8 @@ where
     M: MakeCorrelationId,
 {
     /// The request's id and the header it lives under, after the request's headers have been
-    /// made to agree with it.
+    /// made to agree with it. The id shares the bytes of the request's header value, so that
+    /// it becomes the echo without a copy; a clone of it for the extensions is a copy.
     #[inline]
     fn resolve<B>(&mut self, req: &mut Request<B>) -> (CorrelationId, usize) {
         let shared = &*self.shared;
@@ -271,14 +272,17 @@ where
         }
         let (id, at, generated) = match found {
             Some((id, at)) => (id, at, false),
-            None => (self.make_id.make_correlation_id(req), 0, true),
+            None => {
+                let value = self.make_id.make_correlation_id(req).into_header_value();
+                (CorrelationId::from_checked(value), 0, true)
+            }
         };
         if refused {
             replace_refused(shared, req, &id);
         }
         if generated {
             req.headers_mut()
-                .insert(shared.names[0].clone(), id.header_value().clone());
+                .insert(shared.names[0].clone(), id.to_header_value());
         }
         (id, at)
     }
@@ -307,8 +311,7 @@ fn replace_refused<B>(shared: &Shared, req: &mut Request<B>, id: &CorrelationId)
             replacement = %id,
             "invalid incoming correlation id replaced",
         );
-        req.headers_mut()
-            .insert(name.clone(), id.header_value().clone());
+        req.headers_mut().insert(name.clone(), id.to_header_value());
     }
 }
 
@@ -331,14 +334,14 @@ where
         req.extensions_mut().insert(id.clone());
         let span = super::span(&id);
         // The inner `call` runs in the span, so the events of layers that decide there (a
-        // rejection) carry the id. It does not run in the task-local scope: that would cost a
-        // clone and two swaps per request, for services that do their work in `call` rather
-        // than in their future; they find the id in the request's extensions.
+        // rejection) carry the id. It does not run with the id current: that would cost two
+        // swaps of a thread-local per request, for services that do their work in `call`
+        // rather than in their future; they find the id in the request's extensions.
         let future = {
             let _entered = super::enter(&span);
             self.inner.call(req)
         };
         let echo = self.shared.names[at].clone();
-        ResponseFuture::new(CURRENT.scope(id, future), span, echo)
+        ResponseFuture::new(id, future, span, echo)
     }
 }

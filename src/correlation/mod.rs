@@ -93,21 +93,25 @@
 //! # Cost
 //!
 //! No lock, no boxed future and no shared write per request: the future is a concrete type
-//! that enters the span and tokio's task-local scope on each poll. What a request pays for,
-//! measured against a bare HTTP service (`benches/correlation.rs`, 2-core VM):
+//! that enters the span and makes the id current on each poll. An id of up to 46 bytes is kept
+//! inline, so copies of it touch no shared counter. What a request pays for, measured against
+//! a bare HTTP service (`benches/correlation.rs`, 2-core VM, glibc's allocator):
 //!
 //! | part | about |
 //! |---|---|
-//! | putting the id in the request's extensions (on a request whose extension map is still empty, as hyper hands it over: three allocations) | 100-120 ns |
-//! | echoing it on the response | 50-70 ns |
-//! | four reference-count updates of the id's shared bytes (two copies: the extension, the echo) | 40-50 ns |
-//! | looking the header up, checking a 36-byte id, the span (no subscriber), the task-local scope | 25 ns each or less |
-//! | making a new UUID v4 and putting it on the request | 60-130 ns |
+//! | putting the id in the request's extensions: three allocations when the request's extension map is still empty, as hyper hands it over; one when axum's router has put its own extensions there first | 110 ns; 60 ns |
+//! | echoing it on the response: the header lookup, one reference-count update of the incoming value, the insert | 50-75 ns |
+//! | checking a 36-byte id, the span (no subscriber), making the id current on each poll, moving the larger future | 10-15 ns each |
+//! | making a new UUID v4 and putting it on the request | about 100 ns |
 //!
-//! In all, some 260-330 ns with an incoming id and 360-440 ns with a new one, where tower-http's
-//! `SetRequestId` + `PropagateRequestId` + `MakeRequestUuid` take 370-490 ns and 1,000-1,350 ns.
-//! A new id takes a slice of a per-thread buffer, so it allocates nothing of its own.
+//! The first two rows are a floor under any layer that does this job with the `http` types (the
+//! bench's "floor" rows measure it alone). In all, some 240 ns with an incoming id (190 ns when
+//! the extension map already exists) and 345 ns with a new one, where tower-http's
+//! `SetRequestId` + `PropagateRequestId` + `MakeRequestUuid` take 380 ns and 900-1,000 ns in
+//! the same run. A new id's header value takes a slice of a per-thread buffer, so it
+//! allocates nothing of its own.
 
+mod current;
 pub mod future;
 mod generate;
 mod id;
@@ -125,17 +129,13 @@ use std::future::Future;
 /// `x-correlation-id`, the default header name.
 pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
-tokio::task_local! {
-    static CURRENT: CorrelationId;
-}
-
 impl CorrelationId {
     /// The id of the request this task is handling: set by [`SetCorrelationId`] while the
     /// inner service's response future runs, and by [`CorrelationId::scope`], [`with_current`]
     /// and [`spawn`]. `None` outside of those, and in the inner service's `call` itself (a
     /// service that does its work there finds the id in the request's extensions).
     pub fn current() -> Option<CorrelationId> {
-        CURRENT.try_with(CorrelationId::clone).ok()
+        current::with(CorrelationId::clone)
     }
 
     /// Runs `future` with this id as the current one, inside a new span
@@ -169,8 +169,17 @@ fn enter(span: &tracing::Span) -> Option<tracing::span::Entered<'_>> {
 }
 
 /// The span the server layer and [`CorrelationId::scope`] run their futures in.
+///
+/// When no subscriber takes `INFO` (the process-wide maximum level, one relaxed load), this is
+/// `Span::none()` at once. `info_span!` would otherwise make a disabled span and, with
+/// `tracing`'s `log` feature on (axum turns it on) and no subscriber ever set, format it for
+/// `log` at its creation and at its drop: ~20 ns per request for nothing when `log` is off.
 #[inline]
 fn span(id: &CorrelationId) -> tracing::Span {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if tracing::Level::INFO > STATIC_MAX_LEVEL || tracing::Level::INFO > LevelFilter::current() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         target: "seawall::correlation",
         "correlation",

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{CorrelationId, CURRENT, X_CORRELATION_ID};
+use super::{current, CorrelationId, X_CORRELATION_ID};
 
 /// Puts the current correlation id on every outbound request: see the [module docs](super).
 ///
@@ -101,8 +101,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if !req.headers().contains_key(&self.name) {
             let id = match req.extensions().get::<CorrelationId>() {
-                Some(id) => Some(id.header_value().clone()),
-                None => CURRENT.try_with(|id| id.header_value().clone()).ok(),
+                Some(id) => Some(id.to_header_value()),
+                None => current::with(CorrelationId::to_header_value),
             };
             if let Some(id) = id {
                 req.headers_mut().insert(self.name.clone(), id);

@@ -1,10 +1,15 @@
-//! Shared helpers for the correlation tests: a tracing layer that captures spans' and events'
-//! fields, and id checks.
+//! Shared helpers for the correlation tests: a recording inner service, a tracing layer that
+//! captures spans' and events' fields, and id checks.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use seawall::correlation::CorrelationId;
+use tower::{service_fn, Service};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -133,4 +138,56 @@ pub fn is_valid_default(bytes: &[u8]) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// What the inner service saw of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub header: Option<HeaderValue>,
+    pub extension: Option<CorrelationId>,
+    pub current: Option<CorrelationId>,
+    pub headers: HeaderMap,
+}
+
+/// A service that records what it saw and answers 200.
+pub fn recording() -> (
+    Arc<Mutex<Seen>>,
+    impl Service<
+            Request<String>,
+            Response = Response<String>,
+            Error = Infallible,
+            Future = impl Send,
+        > + Clone,
+) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let svc = {
+        let seen = Arc::clone(&seen);
+        service_fn(move |req: Request<String>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                *seen.lock().unwrap() = Seen {
+                    header: req.headers().get("x-correlation-id").cloned(),
+                    extension: req.extensions().get::<CorrelationId>().cloned(),
+                    current: CorrelationId::current(),
+                    headers: req.headers().clone(),
+                };
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        })
+    };
+    (seen, svc)
+}
+
+/// A request with one header.
+pub fn request_with(name: &str, value: HeaderValue) -> Request<String> {
+    Request::builder()
+        .uri("/")
+        .header(name, value)
+        .body(String::new())
+        .unwrap()
+}
+
+/// The response's `x-correlation-id`.
+pub fn id_of(res: &Response<String>) -> &str {
+    res.headers()["x-correlation-id"].to_str().unwrap()
 }

@@ -1,0 +1,53 @@
+//! The task's current id: a per-thread slot that a future fills with its id while it is polled,
+//! as `tokio::task_local!` does, but with the id kept in the future itself rather than in a
+//! wrapping `TaskLocalFuture`, which saves the server layer a move of the whole inner future
+//! and a borrow flag per poll.
+
+use std::cell::Cell;
+
+use super::CorrelationId;
+
+thread_local! {
+    static CURRENT: Cell<Option<CorrelationId>> = const { Cell::new(None) };
+}
+
+/// Calls `f` with the current id, if there is one.
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&CorrelationId) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|current| {
+            let id = current.take();
+            let out = id.as_ref().map(f);
+            current.set(id);
+            out
+        })
+        .ok()
+        .flatten()
+}
+
+/// Makes the id in `slot`, if there is one, the current id until the guard drops; the guard
+/// then puts it back in `slot` and the previous current id back in place, also when the
+/// poll it wraps panics. `None` (and no change) when `slot` is empty, or when the thread's
+/// locals are being torn down.
+#[inline]
+pub(crate) fn enter(slot: &mut Option<CorrelationId>) -> Option<Entered<'_>> {
+    if slot.is_none() {
+        return None;
+    }
+    let slot = Cell::from_mut(slot);
+    CURRENT.try_with(|current| current.swap(slot)).ok()?;
+    Some(Entered { slot })
+}
+
+/// Keeps an id current: see [`enter`].
+pub(crate) struct Entered<'a> {
+    slot: &'a Cell<Option<CorrelationId>>,
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Cannot fail: the slot was reachable when the guard was made, on this thread.
+        let _ = CURRENT.try_with(|current| current.swap(self.slot));
+    }
+}
