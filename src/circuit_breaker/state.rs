@@ -375,8 +375,35 @@ impl Core {
     // ----- recording ---------------------------------------------------------------------
 
     /// Records a finished call. `started` is when the call was first seen waiting, if timed.
-    #[inline]
+    ///
+    /// Always inlined, with one case in line: a success admitted in the closed state, still
+    /// closed in the same epoch with no failure streak (the word is then exactly the epoch),
+    /// that needs no clock (no time window, not timed). It counts one call on the stripe, as
+    /// [`Core::record`] would, and nothing else. Every other case is out of line.
+    #[inline(always)]
     pub(crate) fn finish(
+        &self,
+        shard: usize,
+        admission: Admission,
+        outcome: Outcome,
+        started: Option<Instant>,
+    ) {
+        if let Admission::Closed(epoch) = admission {
+            if outcome == Outcome::Success && started.is_none() && self.bucket_us == 0 {
+                let w = self.word.0.load(Ordering::Acquire);
+                if w == u64::from(epoch) << EPOCH_SHIFT {
+                    if let Some(sh) = self.shards.get(shard) {
+                        bump(&sh.closed_calls);
+                        return;
+                    }
+                }
+            }
+        }
+        self.finish_slow(shard, admission, outcome, started);
+    }
+
+    #[inline(never)]
+    fn finish_slow(
         &self,
         shard: usize,
         admission: Admission,
