@@ -15,10 +15,11 @@ static ALLOC: support::CountingAlloc = support::CountingAlloc;
 
 use criterion::{black_box, Criterion, Throughput};
 use seawall::circuit_breaker::CircuitBreakerLayer;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::{ready, Ready};
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{Layer, Service, ServiceExt};
@@ -39,6 +40,43 @@ impl Service<u64> for Bare {
 
     #[inline]
     fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(req.wrapping_add(1)))
+    }
+}
+
+/// The floor: the bare service plus what the closed state must do per call and no more: take
+/// a per-thread value and put it back (the token), one load of a shared word (the state), one
+/// plain load and store of a counter (the stripe's calls). No breaker can be cheaper than this.
+/// Its one-thread figure is the floor; its counter is one shared line, not striped, so its
+/// two-thread column is not a floor.
+#[derive(Clone, Debug, Default)]
+struct Floor {
+    word: std::sync::Arc<AtomicU64>,
+    counter: std::sync::Arc<AtomicU64>,
+}
+
+thread_local! {
+    static FLOOR_SLOT: Cell<usize> = const { Cell::new(1) };
+}
+
+impl Service<u64> for Floor {
+    type Response = u64;
+    type Error = io::Error;
+    type Future = Ready<Result<u64, io::Error>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        let token = FLOOR_SLOT.with(|slot| slot.replace(0));
+        if self.word.load(Ordering::Acquire) == 0 {
+            let n = self.counter.load(Ordering::Relaxed);
+            self.counter.store(n.wrapping_add(1), Ordering::Relaxed);
+        }
+        FLOOR_SLOT.with(|slot| slot.set(black_box(token)));
         ready(Ok(req.wrapping_add(1)))
     }
 }
@@ -173,6 +211,10 @@ fn with_subjects(mut f: impl FnMut(&str, &dyn Fn(usize, u64) -> Duration, &dyn F
         }};
     }
     subject!("bare", Bare);
+    subject!(
+        "floor (bare + what a closed call must do)",
+        Floor::default()
+    );
     subject!(
         "seawall consecutive",
         CircuitBreakerLayer::builder()

@@ -7,6 +7,7 @@ use crate::error::CircuitOpen;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,53 +16,69 @@ use tower::BoxError;
 
 /// Holds a call's place in the breaker: records its outcome, and gives a probe slot back if
 /// the call is dropped before it ends.
+///
+/// The token is taken out when the outcome is recorded and handed back to the thread at once,
+/// so a finished call's drop is one inline test; the token is in a `ManuallyDrop` so that the
+/// compiler adds no drop glue of its own (every path takes it out: [`Guard::finish`] or
+/// [`Guard::abandon`]).
 pub(crate) struct Guard {
-    // `Some` until dropped.
-    token: Option<Arc<Token>>,
+    // `Some` until the call's outcome is recorded or the call is dropped.
+    token: ManuallyDrop<Option<Arc<Token>>>,
     admission: Admission,
-    done: bool,
 }
 
 impl Guard {
     #[inline]
     pub(crate) fn new(token: Arc<Token>, admission: Admission) -> Self {
         Self {
-            token: Some(token),
+            token: ManuallyDrop::new(Some(token)),
             admission,
-            done: false,
         }
     }
 
+    /// Whether the call's outcome is still to be recorded.
     #[inline]
-    fn token(&self) -> &Token {
-        self.token.as_deref().expect("a live guard has its token")
+    fn is_live(&self) -> bool {
+        self.token.is_some()
     }
 
+    /// Whether calls are timed (slow-call detection is on); `false` once finished.
     #[inline]
     fn times_calls(&self) -> bool {
-        self.token().core.times_calls()
+        self.token
+            .as_deref()
+            .is_some_and(|token| token.core.times_calls())
     }
 
-    #[inline]
-    fn finish(&mut self, outcome: Outcome, started: Option<Instant>) {
-        self.done = true;
-        let token = self.token();
-        token
-            .core
-            .finish(token.shard, self.admission, outcome, started);
+    /// Records the outcome the first time; does nothing after.
+    #[inline(always)]
+    fn finish(&mut self, outcome: impl FnOnce() -> Outcome, started: Option<Instant>) {
+        if let Some(token) = self.token.take() {
+            token
+                .core
+                .finish(token.shard, self.admission, outcome(), started);
+            give_back(token);
+        }
+    }
+
+    /// A call dropped before its outcome: gives its probe slot back, if it holds one.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self) {
+        if let Some(token) = self.token.take() {
+            if let Admission::Probe(epoch) = self.admission {
+                token.core.release_probe(epoch);
+            }
+            give_back(token);
+        }
     }
 }
 
 impl Drop for Guard {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            if !self.done {
-                if let Admission::Probe(epoch) = self.admission {
-                    token.core.release_probe(epoch);
-                }
-            }
-            give_back(token);
+        if self.is_live() {
+            self.abandon();
         }
     }
 }
@@ -70,7 +87,7 @@ impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
             .field("admission", &self.admission)
-            .field("done", &self.done)
+            .field("done", &!self.is_live())
             .finish()
     }
 }
@@ -131,7 +148,9 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline]
+    // Always inlined: the success path is the inner poll, one load of the state word and one
+    // plain counter store; everything else in `Core::finish` is out of line.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {
@@ -143,16 +162,13 @@ where
                 let result = match future.poll(cx) {
                     Poll::Ready(result) => result,
                     Poll::Pending => {
-                        if started.is_none() && !guard.done && guard.times_calls() {
+                        if started.is_none() && guard.times_calls() {
                             *started = Some(Instant::now());
                         }
                         return Poll::Pending;
                     }
                 };
-                if !guard.done {
-                    let outcome = classifier.classify(&result);
-                    guard.finish(outcome, *started);
-                }
+                guard.finish(|| classifier.classify(&result), *started);
                 Poll::Ready(result.map_err(Into::into))
             }
             KindProj::Rejected { error } => Poll::Ready(Err(error

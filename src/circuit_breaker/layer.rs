@@ -41,20 +41,41 @@ thread_local! {
 /// The calling thread's stripe of `shared`, and a token for a call on it. Reuses the token the
 /// last finished call on this thread gave back, which saves the two locked reference-count
 /// updates of a clone and a drop per call.
-#[inline]
+///
+/// Always inlined: the common case is one thread-local access, a mask and a pointer compare;
+/// everything else (the first call on a thread, a spare of another breaker) is out of line and
+/// returns two words in registers.
+#[inline(always)]
 fn take_token(shared: &Shared) -> (usize, Arc<Token>) {
-    let local = LOCAL.try_with(|local| {
+    if let Ok((index, Some(spare))) =
+        LOCAL.try_with(|local| (local.index.get(), local.spare.take()))
+    {
+        let shard = index & shared.mask;
+        if index != usize::MAX {
+            if let Some(wanted) = shared.tokens.get(shard) {
+                if Arc::ptr_eq(&spare, wanted) {
+                    return (shard, spare);
+                }
+            }
+        }
+        return take_token_slow(shared, Some(spare));
+    }
+    take_token_slow(shared, None)
+}
+
+/// [`take_token`] without a matching spare: assigns the thread its stripe number on its first
+/// call, gives back a spare of another breaker, and clones this breaker's token.
+#[inline(never)]
+fn take_token_slow(shared: &Shared, spare: Option<Arc<Token>>) -> (usize, Arc<Token>) {
+    let index = LOCAL.try_with(|local| {
         let mut index = local.index.get();
         if index == usize::MAX {
             index = next_thread_index();
             local.index.set(index);
         }
-        (index, local.spare.take())
+        index
     });
-    let (shard, spare) = match local {
-        Ok((index, spare)) => (index & shared.mask, spare),
-        Err(_) => (0, None),
-    };
+    let shard = index.map_or(0, |index| index & shared.mask);
     let wanted = &shared.tokens[shard];
     if let Some(spare) = spare {
         if Arc::ptr_eq(&spare, wanted) {
@@ -68,10 +89,21 @@ fn take_token(shared: &Shared) -> (usize, Arc<Token>) {
 /// Keeps a finished call's token for the next call on this thread.
 ///
 /// The spare keeps its breaker's state alive until the thread ends or a call of another
-/// breaker replaces it.
-#[inline]
+/// breaker replaces it. Inline: the slot is normally empty (the call took its token from it);
+/// dropping a token it held is out of line.
+#[inline(always)]
 pub(crate) fn give_back(token: Arc<Token>) {
-    let _ = LOCAL.try_with(|local| drop(local.spare.replace(Some(token))));
+    let _ = LOCAL.try_with(|local| {
+        if let Some(old) = local.spare.replace(Some(token)) {
+            drop_token(old);
+        }
+    });
+}
+
+#[cold]
+#[inline(never)]
+fn drop_token(token: Arc<Token>) {
+    drop(token);
 }
 
 /// What every service of one layer value shares.
@@ -278,7 +310,10 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
+    // Always inlined, and the response future is built here: left out of line, `call` returns
+    // the future through memory and the caller copies it (the bulkhead's lesson). Its slow
+    // paths (a token to clone, a breaker not closed) are out of line and return small values.
+    #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
         let (shard, token) = take_token(&self.shared);
         match self.shared.core.admit(shard) {

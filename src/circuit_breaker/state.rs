@@ -134,6 +134,10 @@ pub(crate) struct Shard {
     failures: AtomicU64,
     slow: AtomicU64,
     rejections: AtomicU64,
+    /// Time window: the bucket number this stripe last wrote, `<< 16`, with its place in the
+    /// ring (at most `MAX_BUCKETS`, under 2^16). Saves the two divisions that find a bucket
+    /// while calls keep falling in the same one; written only when the bucket changes.
+    bucket_hint: AtomicU64,
     buckets: Box<[Bucket]>,
 }
 
@@ -375,8 +379,35 @@ impl Core {
     // ----- recording ---------------------------------------------------------------------
 
     /// Records a finished call. `started` is when the call was first seen waiting, if timed.
-    #[inline]
+    ///
+    /// Always inlined, with one case in line: a success admitted in the closed state, still
+    /// closed in the same epoch with no failure streak (the word is then exactly the epoch),
+    /// that needs no clock (no time window, not timed). It counts one call on the stripe, as
+    /// [`Core::record`] would, and nothing else. Every other case is out of line.
+    #[inline(always)]
     pub(crate) fn finish(
+        &self,
+        shard: usize,
+        admission: Admission,
+        outcome: Outcome,
+        started: Option<Instant>,
+    ) {
+        if let Admission::Closed(epoch) = admission {
+            if outcome == Outcome::Success && started.is_none() && self.bucket_us == 0 {
+                let w = self.word.0.load(Ordering::Acquire);
+                if w == u64::from(epoch) << EPOCH_SHIFT {
+                    if let Some(sh) = self.shards.get(shard) {
+                        bump(&sh.closed_calls);
+                        return;
+                    }
+                }
+            }
+        }
+        self.finish_slow(shard, admission, outcome, started);
+    }
+
+    #[inline(never)]
+    fn finish_slow(
         &self,
         shard: usize,
         admission: Admission,
@@ -542,9 +573,28 @@ impl Core {
         (bucket, tag << 48 | bucket)
     }
 
+    /// The bucket number of `now_us` (as [`Core::bucket_id`] finds it) and its place in the
+    /// ring: the stripe's last bucket when `now_us` still falls in it (a multiply and two
+    /// compares), else found with two divisions and remembered.
+    #[inline]
+    fn bucket_of(&self, sh: &Shard, now_us: u64) -> (u64, usize) {
+        let hint = sh.bucket_hint.load(Ordering::Relaxed);
+        let bucket = hint >> 16;
+        if let Some(low) = bucket.checked_mul(self.bucket_us) {
+            if now_us >= low && now_us - low < self.bucket_us {
+                return (bucket, (hint & 0xFFFF) as usize);
+            }
+        }
+        let bucket = (now_us / self.bucket_us) & BUCKET_MASK;
+        let ring = bucket % self.buckets;
+        sh.bucket_hint.store(bucket << 16 | ring, Ordering::Relaxed);
+        (bucket, ring as usize)
+    }
+
     fn record_time_window(&self, sh: &Shard, w: u64, failed: bool, slow: bool, now_us: u64) {
-        let (bucket, id) = self.bucket_id(w, now_us);
-        let slot = &sh.buckets[(bucket % self.buckets) as usize];
+        let (bucket, ring) = self.bucket_of(sh, now_us);
+        let id = u64::from(epoch_of(w) & 0xFFFF) << 48 | bucket;
+        let slot = &sh.buckets[ring];
         if slot.id.load(Ordering::Acquire) != id {
             slot.calls.store(0, Ordering::Relaxed);
             slot.failures.store(0, Ordering::Relaxed);
