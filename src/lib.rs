@@ -93,6 +93,8 @@ pub mod error;
 pub mod events;
 pub mod fallback;
 pub mod health;
+#[cfg(any(feature = "bulkhead", feature = "retry"))]
+mod leak;
 
 #[cfg(feature = "http")]
 pub mod http;

@@ -94,22 +94,22 @@ use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
 use crate::error::BulkheadFull;
+use crate::leak::{LeakBudget, Leaked as Ref, STATIC_BUILDS};
 
 const TARGET: &str = "seawall::bulkhead";
 
 /// The largest capacity a bulkhead accepts (the central pool is a signed counter).
 pub(crate) const MAX_CAPACITY: usize = (isize::MAX as usize) / 4;
 
-/// How many bulkheads keep their slots for the life of the program (see the module docs).
-const STATIC_BUILDS: usize = 256;
-static STATIC_USED: AtomicUsize = AtomicUsize::new(0);
+/// Counts the bulkheads that keep their slots for the life of the program (see the module
+/// docs).
+static LEAKS: LeakBudget = LeakBudget::new();
 
 /// Validated settings, fixed when the layer is built.
 #[derive(Debug, Clone)]
@@ -122,34 +122,6 @@ pub(crate) struct Config {
     pub(crate) retry_after: Option<Duration>,
     /// Where rejections are published, if anywhere.
     pub(crate) events: Option<crate::events::EventSource>,
-}
-
-/// A `&'static T` (leaked) for the first bulkheads of a process, an `Arc<T>` afterwards.
-enum Ref<T: 'static> {
-    Static(&'static T),
-    Counted(Arc<T>),
-}
-
-impl<T> Clone for Ref<T> {
-    #[inline]
-    fn clone(&self) -> Self {
-        match self {
-            Ref::Static(r) => Ref::Static(r),
-            Ref::Counted(a) => Ref::Counted(Arc::clone(a)),
-        }
-    }
-}
-
-impl<T> Deref for Ref<T> {
-    type Target = T;
-
-    #[inline]
-    fn deref(&self) -> &T {
-        match self {
-            Ref::Static(r) => r,
-            Ref::Counted(a) => a,
-        }
-    }
 }
 
 /// Wait mode's state besides the slots: what a release may need to reach.
@@ -318,19 +290,12 @@ fn slot_count() -> usize {
 
 /// Whether this build's slots may be leaked (the first `STATIC_BUILDS` of the process).
 fn leak_this_one() -> bool {
-    let n = STATIC_USED.fetch_add(1, Ordering::Relaxed);
-    if n < STATIC_BUILDS {
-        return true;
-    }
-    if n == STATIC_BUILDS {
+    LEAKS.take(|| {
         tracing::debug!(
             target: TARGET,
             "more than {STATIC_BUILDS} bulkheads built; later ones are reference-counted"
-        );
-    }
-    // Keep the counter from ever wrapping.
-    STATIC_USED.store(STATIC_BUILDS + 1, Ordering::Relaxed);
-    false
+        )
+    })
 }
 
 /// Takes one from `counter` if it is above zero.

@@ -3,7 +3,9 @@ use super::budget::RetryBudget;
 use super::handle::{Metrics, RetryEvent, RetryHandle};
 use super::policy::{CloneRequest, CloneWith};
 use super::service::Retry;
-use super::shared::{Config, Core, CoreRef, OnRetry};
+#[cfg(test)]
+use super::shared::counted_core_ref;
+use super::shared::{core_ref, Config, Core, CoreRef, OnRetry};
 use crate::classify::ErrorsAsFailures;
 use crate::error::{check, ConfigError};
 use crate::events::EventSource;
@@ -245,7 +247,7 @@ impl<P> RetryLayerBuilder<P> {
     /// below 1.0, `max_delay` is below `initial_delay`, a cap exceeds an hour, or a timeout
     /// or deadline is zero.
     pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
-        self.build_with(CoreRef::new)
+        self.build_with(core_ref)
     }
 
     fn build_with(self, share: fn(Core) -> CoreRef) -> Result<RetryLayer<P>, ConfigError> {
@@ -309,7 +311,7 @@ impl<P> RetryLayerBuilder<P> {
     /// Builds a layer whose state is reference-counted, as builds past the first 256 are.
     #[cfg(test)]
     pub(crate) fn build_counted(self) -> Result<RetryLayer<P>, ConfigError> {
-        self.build_with(CoreRef::counted)
+        self.build_with(counted_core_ref)
     }
 }
 
