@@ -182,13 +182,12 @@ fn summary(_: &mut Criterion) {
     macro_rules! row {
         ($name:expr, $svc:expr) => {{
             let mut svc = $svc;
-            let per_call = rt.block_on(tokio::task::unconstrained(async {
-                // Warm up first: lazily built state is not a per-call cost.
-                drive(&mut svc, 1_000).await;
-                let before = support::allocations();
-                drive(&mut svc, CALLS).await;
-                (support::allocations() - before) as f64 / CALLS as f64
-            }));
+            // Warm up first: lazily built state is not a per-call cost.
+            rt.block_on(tokio::task::unconstrained(drive(&mut svc, 1_000)));
+            let ((), allocs) = support::counting(|| {
+                rt.block_on(tokio::task::unconstrained(drive(&mut svc, CALLS)));
+            });
+            let per_call = allocs as f64 / CALLS as f64;
             let ns = (0..ROUNDS)
                 .map(|_| {
                     rt.block_on(tokio::task::unconstrained(async {

@@ -277,9 +277,10 @@ fn summary(_: &mut Criterion) {
     let allocs: Vec<f64> = subjects
         .iter_mut()
         .map(|s| {
-            let before = support::allocations();
-            (s.round)(CALLS);
-            (support::allocations() - before) as f64 / CALLS as f64
+            let ((), allocs) = support::counting(|| {
+                (s.round)(CALLS);
+            });
+            allocs as f64 / CALLS as f64
         })
         .collect();
     let mut best = vec![f64::MAX; subjects.len()];
