@@ -35,11 +35,10 @@ pin_project! {
         link: Link<<P as Replay<Req>>::Request>,
         #[pin]
         future: Attempt<<S as Service<<P as Replay<Req>>::Request>>::Future>,
-        // A clone of the inner service for the retries; `None` when the request is not
-        // retryable.
-        service: Option<S>,
         policy: P,
-        stash: Option<<P as Replay<Req>>::Stash>,
+        // What a retry needs (a clone of the inner service, the kept request); `None` when
+        // the request is not retryable. One option for both: one tag to write per call.
+        retry: Option<Retryable<S, <P as Replay<Req>>::Stash>>,
     }
 }
 
@@ -154,6 +153,14 @@ impl<R> Drop for Link<R> {
     }
 }
 
+/// What a retryable call keeps for its retries.
+pub(crate) struct Retryable<S, T> {
+    /// A clone of the inner service (readied again before each retry).
+    pub(crate) service: S,
+    /// What the next attempt's request is built from.
+    pub(crate) stash: T,
+}
+
 pin_project! {
     #[project = AttemptProj]
     enum Attempt<F> {
@@ -256,17 +263,15 @@ where
     /// call and this constructor, and the inner future is written straight into place.
     #[inline]
     pub(crate) fn new(
-        service: Option<S>,
+        retry: Option<Retryable<S, <P as Replay<Req>>::Stash>>,
         policy: P,
-        stash: Option<<P as Replay<Req>>::Stash>,
         link: Link<<P as Replay<Req>>::Request>,
         future: <S as Service<<P as Replay<Req>>::Request>>::Future,
     ) -> Self {
         Self {
             future: Attempt::Running { future },
-            service,
+            retry,
             policy,
-            stash,
             link,
         }
     }
@@ -282,14 +287,17 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.as_mut().project();
+        let mut this = self.as_mut().project();
         // One look at the attempt decides the success path: an attempt in flight is polled
         // here whatever the call's bookkeeping; the rest (timers, backoff) is out of line.
-        let AttemptProj::Running { future } = this.future.project() else {
+        let AttemptProj::Running { future } = this.future.as_mut().project() else {
             return self.poll_slow(cx, false);
         };
         match future.poll(cx) {
             Poll::Ready(result) => {
+                // The attempt is over: dropped now, so that the response future's drop has
+                // nothing left to look at but the link.
+                this.future.set(Attempt::Done);
                 let result: Answer<P, S, Req> = result.map_err(Into::into);
                 // Only the classification here: with the default classifier an `Ok` is final,
                 // and that is one look at the result. Whether the request can be retried at
@@ -325,7 +333,7 @@ where
             let mut extra = this
                 .link
                 .extra_mut()
-                .expect("a call off the success path has its bookkeeping");
+                .expect("`ResponseFuture` polled after completion");
             match extra.phase {
                 Phase::Calling => {
                     let AttemptProj::Running { future } = this.future.as_mut().project() else {
@@ -370,10 +378,11 @@ where
                     *extra.project().phase = Phase::Readying;
                 }
                 Phase::Readying => {
-                    let service = this
-                        .service
+                    let service = &mut this
+                        .retry
                         .as_mut()
-                        .expect("a retried request has a service");
+                        .expect("a retried request has a service")
+                        .service;
                     if let Err(e) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
@@ -410,7 +419,7 @@ where
     #[inline(never)]
     fn failed(self: Pin<&mut Self>, result: Answer<P, S, Req>) -> Option<Answer<P, S, Req>> {
         let mut this = self.project();
-        let Some(stash) = this.stash.as_mut() else {
+        let Some(Retryable { stash, .. }) = this.retry.as_mut() else {
             return Some(result);
         };
         let mut extra = this.link.busy();
@@ -557,7 +566,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("attempt", &self.link.extra().map_or(1, |e| e.attempt))
-            .field("retryable", &self.stash.is_some())
+            .field("retryable", &self.retry.is_some())
             .finish_non_exhaustive()
     }
 }
