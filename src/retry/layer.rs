@@ -390,18 +390,34 @@ mod tests {
             for n in 0..63 {
                 svc.ready().await.unwrap().call(n).await.unwrap();
             }
-            assert_eq!(layer.handle().metrics().attempts, 0, "{name}: none published yet");
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                0,
+                "{name}: none published yet"
+            );
             svc.ready().await.unwrap().call(63).await.unwrap();
             assert_eq!(layer.handle().metrics().attempts, 64, "{name}: one batch");
             for n in 0..70 {
                 svc.ready().await.unwrap().call(n).await.unwrap();
             }
-            assert_eq!(layer.handle().metrics().attempts, 128, "{name}: two batches");
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                128,
+                "{name}: two batches"
+            );
             let clone = svc.clone();
             drop(svc);
-            assert_eq!(layer.handle().metrics().attempts, 134, "{name}: the rest, on drop");
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                134,
+                "{name}: the rest, on drop"
+            );
             drop(clone);
-            assert_eq!(layer.handle().metrics().attempts, 134, "{name}: a clone starts at 0");
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                134,
+                "{name}: a clone starts at 0"
+            );
         }
     }
 

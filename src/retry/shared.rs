@@ -34,39 +34,34 @@ pub(crate) struct Core {
     pub(crate) events: Option<crate::events::EventSource>,
 }
 
-impl Core {
-    /// A core that no call uses: what a service's success-path field points at when its
-    /// layer is never on the success path (see `LocalCount` in the service), so that the
-    /// field needs no `Option` and the success path no test of it.
-    pub(crate) const PLACEHOLDER: Core = Core {
-        config: Config {
-            max_attempts: 1,
-            backoff: Backoff {
-                initial: Duration::ZERO,
-                multiplier: 1.0,
-                max: Duration::ZERO,
-                jitter: Jitter::None,
-            },
-            max_retry_after: Duration::ZERO,
-            attempt_timeout: None,
-            deadline: None,
-            timed: false,
+/// A core that no call uses: what a service's success-path field points at when its layer is
+/// never on the success path (see `LocalCount` in the service), so that the field needs no
+/// `Option` and the success path no test of it.
+pub(crate) static PLACEHOLDER: Core = Core {
+    config: Config {
+        max_attempts: 1,
+        backoff: Backoff {
+            initial: Duration::ZERO,
+            multiplier: 1.0,
+            max: Duration::ZERO,
+            jitter: Jitter::None,
         },
-        budget: None,
-        metrics: Metrics {
-            calls: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            budget_rejections: AtomicU64::new(0),
-            exhausted: AtomicU64::new(0),
-        },
-        seeds: SeedSource::new(0),
-        on_retry: None,
-        events: None,
-    };
-}
-
-/// The target of [`Core::PLACEHOLDER`] references.
-pub(crate) static PLACEHOLDER: Core = Core::PLACEHOLDER;
+        max_retry_after: Duration::ZERO,
+        attempt_timeout: None,
+        deadline: None,
+        timed: false,
+    },
+    budget: None,
+    metrics: Metrics {
+        calls: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        budget_rejections: AtomicU64::new(0),
+        exhausted: AtomicU64::new(0),
+    },
+    seeds: SeedSource::new(0),
+    on_retry: None,
+    events: None,
+};
 
 impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
