@@ -28,17 +28,22 @@ pin_project! {
         P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
         S: Service<<P as Replay<Req>>::Request>,
     {
-        // The attempt in flight; `Done` from a failed attempt to the next one, so that
-        // whatever a finished attempt holds (a permit, a connection) is not kept through the
-        // backoff.
-        // The shared state, or the boxed bookkeeping that holds it. First: dropped first.
-        link: Link<<P as Replay<Req>>::Request>,
+        // The attempt in flight; `Done` once it is over (from a failed attempt to the next
+        // one, so that whatever a finished attempt holds, a permit, a connection, is not
+        // kept through the backoff). Dropped first: on the success path the compiler knows
+        // it is `Done` and drops nothing.
         #[pin]
-        future: Attempt<<S as Service<<P as Replay<Req>>::Request>>::Future>,
+        future: Attempt<
+            <S as Service<<P as Replay<Req>>::Request>>::Future,
+            Answer<P, S, Req>,
+        >,
         policy: P,
         // What a retry needs (a clone of the inner service, the kept request); `None` when
         // the request is not retryable. One option for both: one tag to write per call.
         retry: Option<Retryable<S, <P as Replay<Req>>::Stash>>,
+        // The shared state, or the boxed bookkeeping that holds it. Dropped last: its
+        // release is an out-of-line call, after which nothing is left to look at.
+        link: Link<<P as Replay<Req>>::Request>,
     }
 }
 
@@ -163,9 +168,14 @@ pub(crate) struct Retryable<S, T> {
 
 pin_project! {
     #[project = AttemptProj]
-    enum Attempt<F> {
+    #[project_replace = AttemptReplace]
+    enum Attempt<F, O> {
         Running { #[pin] future: F },
         Done,
+        // What the out-of-line path came to, until `poll` returns it. (The out-of-line
+        // functions return `Poll<()>`, so that the answer of the success path is not merged
+        // with theirs through memory.)
+        Answered { answer: O },
     }
 }
 
@@ -291,7 +301,8 @@ where
         // One look at the attempt decides the success path: an attempt in flight is polled
         // here whatever the call's bookkeeping; the rest (timers, backoff) is out of line.
         let AttemptProj::Running { future } = this.future.as_mut().project() else {
-            return self.poll_slow(cx, false);
+            let polled = self.as_mut().poll_slow(cx, false);
+            return self.answer(polled);
         };
         match future.poll(cx) {
             Poll::Ready(result) => {
@@ -303,13 +314,17 @@ where
                 // and that is one look at the result. Whether the request can be retried at
                 // all (it has a stash) is looked at out of line, after a failure.
                 if this.policy.classify(&result).is_failure() {
-                    return self.attempt_failed(result, cx);
+                    let polled = self.as_mut().attempt_failed(result, cx);
+                    return self.answer(polled);
                 }
                 Poll::Ready(result)
             }
             // No timer: nothing else to wait for.
             Poll::Pending if this.link.is_first() => Poll::Pending,
-            Poll::Pending => self.poll_slow(cx, true),
+            Poll::Pending => {
+                let polled = self.as_mut().poll_slow(cx, true);
+                self.answer(polled)
+            }
         }
     }
 }
@@ -323,11 +338,7 @@ where
     /// A call with bookkeeping: the timers, the backoff, the attempts after the first.
     /// `pending`: the attempt in flight was just polled and is pending.
     #[inline(never)]
-    fn poll_slow(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut pending: bool,
-    ) -> Poll<<Self as Future>::Output> {
+    fn poll_slow(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut pending: bool) -> Poll<()> {
         loop {
             let mut this = self.as_mut().project();
             let mut extra = this
@@ -361,16 +372,17 @@ where
                                         deadline_ms = d.as_millis() as u64,
                                         "deadline passed during an attempt; giving up"
                                     );
-                                    return Poll::Ready(Err(DeadlineExceeded::new(d).into()));
+                                    let answer = Err(DeadlineExceeded::new(d).into());
+                                    return self.answered(answer);
                                 }
                             }
                         }
                     };
                     if !this.policy.classify(&result).is_failure() {
-                        return Poll::Ready(result);
+                        return self.answered(result);
                     }
                     if let Some(result) = self.as_mut().failed(result) {
-                        return Poll::Ready(result);
+                        return self.answered(result);
                     }
                 }
                 Phase::Sleeping => {
@@ -384,7 +396,7 @@ where
                         .expect("a retried request has a service")
                         .service;
                     if let Err(e) = ready!(service.poll_ready(cx)) {
-                        return Poll::Ready(Err(e.into()));
+                        return self.answered(Err(e.into()));
                     }
                     let parts = extra.as_mut().project();
                     let request = parts.request.take().expect("polled after completion");
@@ -406,10 +418,26 @@ where
         mut self: Pin<&mut Self>,
         result: Answer<P, S, Req>,
         cx: &mut Context<'_>,
-    ) -> Poll<<Self as Future>::Output> {
+    ) -> Poll<()> {
         match self.as_mut().failed(result) {
-            Some(result) => Poll::Ready(result),
+            Some(result) => self.answered(result),
             None => self.poll_slow(cx, false),
+        }
+    }
+
+    /// Keeps the call's answer for [`answer`](Self::answer) to return.
+    fn answered(self: Pin<&mut Self>, answer: Answer<P, S, Req>) -> Poll<()> {
+        self.project().future.set(Attempt::Answered { answer });
+        Poll::Ready(())
+    }
+
+    /// The answer the out-of-line path kept, once it has one.
+    #[inline]
+    fn answer(self: Pin<&mut Self>, polled: Poll<()>) -> Poll<<Self as Future>::Output> {
+        ready!(polled);
+        match self.project().future.project_replace(Attempt::Done) {
+            AttemptReplace::Answered { answer } => Poll::Ready(answer),
+            _ => unreachable!("the out-of-line path keeps an answer before it is ready"),
         }
     }
 
