@@ -55,9 +55,9 @@ pin_project! {
 ///
 /// Its drop looks at the state in line and releases anything out of line: left to itself, the
 /// compiler puts the whole response future's drop out of line (an `Arc`, a boxed `Sleep`), and
-/// every success path then pays a call for a drop that has nothing to do. The release cannot
-/// unwind (see [`Link::release`]), so that the drop has no cleanup path either and goes in
-/// line whole.
+/// every success path then pays a call for a drop that has nothing to do. The link is the
+/// response future's last field: a release that panics leaves no other field to drop, so the
+/// drop needs no cleanup path after it and goes in line whole.
 pub(crate) struct Link<R>(ManuallyDrop<LinkState<R>>);
 
 enum LinkState<R> {
@@ -132,16 +132,10 @@ impl<R> Link<R> {
         }
     }
 
-    /// Drops the core reference or the bookkeeping. `extern "C"`: a panic cannot leave it (it
-    /// aborts the process instead), so that a caller needs no cleanup path for the fields of
-    /// the response future dropped after the link, and the compiler puts the response future's
-    /// whole drop in line (an out-of-line drop call is about 15 instructions per call, on every
-    /// success path). What it drops are the shared core (the last reference) and the
-    /// bookkeeping: a timer, a request kept for the next attempt; a panic there would be a
-    /// panicking destructor of the request type or of an `on_retry` closure's captures.
+    /// Drops the core reference or the bookkeeping.
     #[cold]
     #[inline(never)]
-    extern "C" fn release(&mut self) {
+    fn release(&mut self) {
         drop(ManuallyDrop::into_inner(std::mem::replace(
             &mut self.0,
             ManuallyDrop::new(LinkState::Moved),
