@@ -2,13 +2,16 @@
 //! tower's `Retry` with a trivial policy, with and without `TpsBudget`, and tower-resilience's
 //! retry. Prints allocations per call; measures one thread and two threads sharing one layer.
 //!
-//! Run: `cargo bench --all-features --bench retry`
+//! Run: `cargo bench --all-features --bench retry`; `-- nomatchxyz` prints only the summary
+//! table. `SEAWALL_PROFILE=NAME` runs only the subject named NAME (see [`profile`]).
 
 mod support;
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use seawall::retry::{RetryBudget, RetryLayer};
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -35,6 +38,94 @@ impl Service<u64> for Echo {
     #[inline]
     fn call(&mut self, req: u64) -> Self::Future {
         ready(Ok(req))
+    }
+}
+
+/// The floor: the bare service plus the least any retry layer must do per call on the success
+/// path, and no more. The call is counted (a per-clone countdown, published to shared state in
+/// batches, as seawall does); the response future keeps a copy of the request and a reference to
+/// the shared state (a retry needs both) and polls the inner future. No policy, no service
+/// clone, no timer, nothing to release on drop.
+#[derive(Clone, Copy)]
+struct Floor {
+    inner: Echo,
+    shared: &'static FloorShared,
+    left: u32,
+}
+
+struct FloorShared {
+    calls: AtomicU64,
+}
+
+static FLOOR_SHARED: FloorShared = FloorShared {
+    calls: AtomicU64::new(0),
+};
+
+impl Floor {
+    fn new() -> Self {
+        Self {
+            inner: Echo,
+            shared: &FLOOR_SHARED,
+            left: 64,
+        }
+    }
+
+    #[inline(never)]
+    fn flush(&mut self) {
+        self.shared.calls.fetch_add(64, Ordering::Relaxed);
+        self.left = 64;
+    }
+}
+
+struct FloorFuture {
+    future: Ready<Result<u64, BoxError>>,
+    request: u64,
+    shared: &'static FloorShared,
+}
+
+impl Future for FloorFuture {
+    type Output = Result<u64, BoxError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let result = std::task::ready!(Pin::new(&mut this.future).poll(cx));
+        if result.is_err() {
+            // Where a retry would start: it needs the request and the shared state.
+            return Poll::Ready(floor_retry(this.request, this.shared));
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn floor_retry(request: u64, shared: &FloorShared) -> Result<u64, BoxError> {
+    shared.calls.fetch_add(1, Ordering::Relaxed);
+    Ok(black_box(request))
+}
+
+impl Service<u64> for Floor {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = FloorFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> FloorFuture {
+        self.left -= 1;
+        if self.left == 0 {
+            self.flush();
+        }
+        FloorFuture {
+            future: self.inner.call(req),
+            request: req,
+            shared: self.shared,
+        }
     }
 }
 
@@ -87,6 +178,7 @@ where
 macro_rules! contenders {
     ($m:ident) => {{
         $m!("bare", Echo);
+        $m!("floor", Floor::new());
         $m!(
             "seawall",
             RetryLayer::builder().build().unwrap().layer(Echo)
@@ -212,9 +304,40 @@ fn summary(_: &mut Criterion) {
     println!();
 }
 
+/// `SEAWALL_PROFILE=NAME` runs only the subject named NAME, `SEAWALL_PROFILE_CALLS` times
+/// (default 1,000,000), for `perf record` or `valgrind --tool=callgrind`: instructions per call
+/// are the difference of two runs with different call counts, divided by the difference.
+fn profile(wanted: &str) {
+    let calls: u64 = std::env::var("SEAWALL_PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = support::runtime();
+    let mut found = false;
+    macro_rules! run {
+        ($name:expr, $svc:expr) => {{
+            if !found && $name == wanted {
+                found = true;
+                let mut svc = $svc;
+                rt.block_on(tokio::task::unconstrained(drive(&mut svc, calls)));
+            }
+        }};
+    }
+    contenders!(run);
+    assert!(found, "no subject named {wanted:?}");
+}
+
 criterion_group! {
     name = benches;
     config = support::criterion();
     targets = summary, success_path
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(wanted) = std::env::var("SEAWALL_PROFILE") {
+        profile(&wanted);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -101,7 +101,7 @@ pub(crate) struct SeedSource {
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl SeedSource {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub(crate) const fn new(seed: u64) -> Self {
         Self {
             next: AtomicU64::new(seed),
         }

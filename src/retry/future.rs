@@ -28,18 +28,22 @@ pin_project! {
         P: Policy<Req, <S as Service<<P as Replay<Req>>::Request>>::Response>,
         S: Service<<P as Replay<Req>>::Request>,
     {
-        // The attempt in flight; `Done` from a failed attempt to the next one, so that
-        // whatever a finished attempt holds (a permit, a connection) is not kept through the
-        // backoff.
-        // The shared state, or the boxed bookkeeping that holds it. First: dropped first.
-        link: Link<<P as Replay<Req>>::Request>,
+        // The attempt in flight; `Done` once it is over (from a failed attempt to the next
+        // one, so that whatever a finished attempt holds, a permit, a connection, is not
+        // kept through the backoff). Dropped first: on the success path the compiler knows
+        // it is `Done` and drops nothing.
         #[pin]
-        future: Attempt<<S as Service<<P as Replay<Req>>::Request>>::Future>,
-        // A clone of the inner service for the retries; `None` when the request is not
-        // retryable.
-        service: Option<S>,
+        future: Attempt<
+            <S as Service<<P as Replay<Req>>::Request>>::Future,
+            Answer<P, S, Req>,
+        >,
         policy: P,
-        stash: Option<<P as Replay<Req>>::Stash>,
+        // What a retry needs (a clone of the inner service, the kept request); `None` when
+        // the request is not retryable. One option for both: one tag to write per call.
+        retry: Option<Retryable<S, <P as Replay<Req>>::Stash>>,
+        // The shared state, or the boxed bookkeeping that holds it. Dropped last: its
+        // release is an out-of-line call, after which nothing is left to look at.
+        link: Link<<P as Replay<Req>>::Request>,
     }
 }
 
@@ -51,7 +55,9 @@ pin_project! {
 ///
 /// Its drop looks at the state in line and releases anything out of line: left to itself, the
 /// compiler puts the whole response future's drop out of line (an `Arc`, a boxed `Sleep`), and
-/// every success path then pays a call for a drop that has nothing to do.
+/// every success path then pays a call for a drop that has nothing to do. The link is the
+/// response future's last field: a release that panics leaves no other field to drop, so the
+/// drop needs no cleanup path after it and goes in line whole.
 pub(crate) struct Link<R>(ManuallyDrop<LinkState<R>>);
 
 enum LinkState<R> {
@@ -126,6 +132,7 @@ impl<R> Link<R> {
         }
     }
 
+    /// Drops the core reference or the bookkeeping.
     #[cold]
     #[inline(never)]
     fn release(&mut self) {
@@ -145,11 +152,24 @@ impl<R> Drop for Link<R> {
     }
 }
 
+/// What a retryable call keeps for its retries.
+pub(crate) struct Retryable<S, T> {
+    /// A clone of the inner service (readied again before each retry).
+    pub(crate) service: S,
+    /// What the next attempt's request is built from.
+    pub(crate) stash: T,
+}
+
 pin_project! {
     #[project = AttemptProj]
-    enum Attempt<F> {
+    #[project_replace = AttemptReplace]
+    enum Attempt<F, O> {
         Running { #[pin] future: F },
         Done,
+        // What the out-of-line path came to, until `poll` returns it. (The out-of-line
+        // functions return `Poll<()>`, so that the answer of the success path is not merged
+        // with theirs through memory.)
+        Answered { answer: O },
     }
 }
 
@@ -247,17 +267,15 @@ where
     /// call and this constructor, and the inner future is written straight into place.
     #[inline]
     pub(crate) fn new(
-        service: Option<S>,
+        retry: Option<Retryable<S, <P as Replay<Req>>::Stash>>,
         policy: P,
-        stash: Option<<P as Replay<Req>>::Stash>,
         link: Link<<P as Replay<Req>>::Request>,
         future: <S as Service<<P as Replay<Req>>::Request>>::Future,
     ) -> Self {
         Self {
             future: Attempt::Running { future },
-            service,
+            retry,
             policy,
-            stash,
             link,
         }
     }
@@ -273,22 +291,35 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.as_mut().project();
-        if !this.link.is_first() {
-            return self.poll_slow(cx);
-        }
-        // The first attempt, with no timer: the success path.
-        let AttemptProj::Running { future } = this.future.project() else {
-            panic!("`ResponseFuture` polled after completion");
+        let mut this = self.as_mut().project();
+        // One look at the attempt decides the success path: an attempt in flight is polled
+        // here whatever the call's bookkeeping; the rest (timers, backoff) is out of line.
+        let AttemptProj::Running { future } = this.future.as_mut().project() else {
+            let polled = self.as_mut().poll_slow(cx, false);
+            return self.answer(polled);
         };
-        let result: Result<_, BoxError> = ready!(future.poll(cx)).map_err(Into::into);
-        // Only the classification here: with the default classifier an `Ok` is final, and
-        // that is one look at the result. Whether the request can be retried at all (it has
-        // a stash) is looked at out of line, after a failure.
-        if this.policy.classify(&result).is_failure() {
-            return self.first_failed(result, cx);
+        match future.poll(cx) {
+            Poll::Ready(result) => {
+                // The attempt is over: dropped now, so that the response future's drop has
+                // nothing left to look at but the link.
+                this.future.set(Attempt::Done);
+                let result: Answer<P, S, Req> = result.map_err(Into::into);
+                // Only the classification here: with the default classifier an `Ok` is final,
+                // and that is one look at the result. Whether the request can be retried at
+                // all (it has a stash) is looked at out of line, after a failure.
+                if this.policy.classify(&result).is_failure() {
+                    let polled = self.as_mut().attempt_failed(result, cx);
+                    return self.answer(polled);
+                }
+                Poll::Ready(result)
+            }
+            // No timer: nothing else to wait for.
+            Poll::Pending if this.link.is_first() => Poll::Pending,
+            Poll::Pending => {
+                let polled = self.as_mut().poll_slow(cx, true);
+                self.answer(polled)
+            }
         }
-        Poll::Ready(result)
     }
 }
 
@@ -298,21 +329,27 @@ where
     S: Service<<P as Replay<Req>>::Request>,
     <S as Service<<P as Replay<Req>>::Request>>::Error: Into<BoxError>,
 {
-    /// A call with bookkeeping: timers, retries, the attempts after the first.
+    /// A call with bookkeeping: the timers, the backoff, the attempts after the first.
+    /// `pending`: the attempt in flight was just polled and is pending.
     #[inline(never)]
-    fn poll_slow(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+    fn poll_slow(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut pending: bool) -> Poll<()> {
         loop {
             let mut this = self.as_mut().project();
             let mut extra = this
                 .link
                 .extra_mut()
-                .expect("a call off the success path has its bookkeeping");
+                .expect("`ResponseFuture` polled after completion");
             match extra.phase {
                 Phase::Calling => {
                     let AttemptProj::Running { future } = this.future.as_mut().project() else {
                         panic!("`ResponseFuture` polled after completion");
                     };
-                    let result: Result<_, BoxError> = match future.poll(cx) {
+                    let polled = if std::mem::take(&mut pending) {
+                        Poll::Pending
+                    } else {
+                        future.poll(cx)
+                    };
+                    let result: Result<_, BoxError> = match polled {
                         Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
                             let extra = extra.project();
@@ -329,16 +366,17 @@ where
                                         deadline_ms = d.as_millis() as u64,
                                         "deadline passed during an attempt; giving up"
                                     );
-                                    return Poll::Ready(Err(DeadlineExceeded::new(d).into()));
+                                    let answer = Err(DeadlineExceeded::new(d).into());
+                                    return self.answered(answer);
                                 }
                             }
                         }
                     };
-                    if !this.policy.classify(&result).is_failure() || this.stash.is_none() {
-                        return Poll::Ready(result);
+                    if !this.policy.classify(&result).is_failure() {
+                        return self.answered(result);
                     }
                     if let Some(result) = self.as_mut().failed(result) {
-                        return Poll::Ready(result);
+                        return self.answered(result);
                     }
                 }
                 Phase::Sleeping => {
@@ -346,12 +384,13 @@ where
                     *extra.project().phase = Phase::Readying;
                 }
                 Phase::Readying => {
-                    let service = this
-                        .service
+                    let service = &mut this
+                        .retry
                         .as_mut()
-                        .expect("a retried request has a service");
+                        .expect("a retried request has a service")
+                        .service;
                     if let Err(e) = ready!(service.poll_ready(cx)) {
-                        return Poll::Ready(Err(e.into()));
+                        return self.answered(Err(e.into()));
                     }
                     let parts = extra.as_mut().project();
                     let request = parts.request.take().expect("polled after completion");
@@ -366,17 +405,33 @@ where
         }
     }
 
-    /// The first attempt failed and may be retried.
+    /// An attempt failed and may be retried.
     #[cold]
     #[inline(never)]
-    fn first_failed(
+    fn attempt_failed(
         mut self: Pin<&mut Self>,
         result: Answer<P, S, Req>,
         cx: &mut Context<'_>,
-    ) -> Poll<<Self as Future>::Output> {
+    ) -> Poll<()> {
         match self.as_mut().failed(result) {
-            Some(result) => Poll::Ready(result),
-            None => self.poll_slow(cx),
+            Some(result) => self.answered(result),
+            None => self.poll_slow(cx, false),
+        }
+    }
+
+    /// Keeps the call's answer for [`answer`](Self::answer) to return.
+    fn answered(self: Pin<&mut Self>, answer: Answer<P, S, Req>) -> Poll<()> {
+        self.project().future.set(Attempt::Answered { answer });
+        Poll::Ready(())
+    }
+
+    /// The answer the out-of-line path kept, once it has one.
+    #[inline]
+    fn answer(self: Pin<&mut Self>, polled: Poll<()>) -> Poll<<Self as Future>::Output> {
+        ready!(polled);
+        match self.project().future.project_replace(Attempt::Done) {
+            AttemptReplace::Answered { answer } => Poll::Ready(answer),
+            _ => unreachable!("the out-of-line path keeps an answer before it is ready"),
         }
     }
 
@@ -386,7 +441,7 @@ where
     #[inline(never)]
     fn failed(self: Pin<&mut Self>, result: Answer<P, S, Req>) -> Option<Answer<P, S, Req>> {
         let mut this = self.project();
-        let Some(stash) = this.stash.as_mut() else {
+        let Some(Retryable { stash, .. }) = this.retry.as_mut() else {
             return Some(result);
         };
         let mut extra = this.link.busy();
@@ -533,7 +588,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("attempt", &self.link.extra().map_or(1, |e| e.attempt))
-            .field("retryable", &self.stash.is_some())
+            .field("retryable", &self.retry.is_some())
             .finish_non_exhaustive()
     }
 }

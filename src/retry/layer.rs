@@ -334,7 +334,7 @@ impl<C0: Clone> RetryLayerBuilder<CloneRequest<C0>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::{service_fn, BoxError, ServiceExt};
+    use tower::{service_fn, BoxError, Service, ServiceExt};
 
     #[tokio::test(start_paused = true)]
     async fn a_reference_counted_layer_retries_and_counts_like_a_static_one() {
@@ -360,6 +360,65 @@ mod tests {
         assert_eq!(layer.layer(svc).oneshot(()).await.unwrap(), 2);
         let m = layer.handle().metrics();
         assert_eq!((m.attempts, m.retries), (3, 2));
+    }
+
+    /// First attempts are published 64 at a time and when a clone is dropped, whether the
+    /// layer is on the success path (static, no timer) or not (a timer, a counted core).
+    #[tokio::test(start_paused = true)]
+    async fn first_attempts_are_published_in_batches_and_on_drop() {
+        let builder = || RetryLayer::builder().max_attempts(2);
+        let layers = [
+            ("static", builder().build().unwrap()),
+            (
+                "static, timed",
+                builder()
+                    .attempt_timeout(Duration::from_secs(1))
+                    .build()
+                    .unwrap(),
+            ),
+            ("counted", builder().build_counted().unwrap()),
+            (
+                "counted, timed",
+                builder()
+                    .deadline(Duration::from_secs(1))
+                    .build_counted()
+                    .unwrap(),
+            ),
+        ];
+        for (name, layer) in layers {
+            let mut svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+            for n in 0..63 {
+                svc.ready().await.unwrap().call(n).await.unwrap();
+            }
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                0,
+                "{name}: none published yet"
+            );
+            svc.ready().await.unwrap().call(63).await.unwrap();
+            assert_eq!(layer.handle().metrics().attempts, 64, "{name}: one batch");
+            for n in 0..70 {
+                svc.ready().await.unwrap().call(n).await.unwrap();
+            }
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                128,
+                "{name}: two batches"
+            );
+            let clone = svc.clone();
+            drop(svc);
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                134,
+                "{name}: the rest, on drop"
+            );
+            drop(clone);
+            assert_eq!(
+                layer.handle().metrics().attempts,
+                134,
+                "{name}: a clone starts at 0"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,7 @@
-use super::future::{Link, ResponseFuture};
+use super::future::{Link, ResponseFuture, Retryable};
 use super::handle::RetryHandle;
 use super::policy::{Policy, Replay};
-use super::shared::{Core, CoreRef};
+use super::shared::{Core, CoreRef, PLACEHOLDER};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -26,42 +26,73 @@ pub struct Retry<S, P> {
 /// The per-clone count of first attempts not yet published, and the shared state.
 struct LocalCount {
     core: CoreRef,
-    /// The core, when every call starts on the success path: static, and no timer.
-    fast: Option<&'static Core>,
-    /// First attempts left before the next publication: counts down from `BATCH`, so that a
-    /// call is one decrement and one test.
+    /// The core a call on the success path links to: the layer's own when it is static and
+    /// has no timer (`fast`); for any other layer a placeholder that no call links to, since
+    /// `left` then stays at 1 and every call takes the out-of-line path.
+    first: &'static Core,
+    fast: bool,
+    /// Calls before the next one takes the out-of-line path. On the success path it counts
+    /// down from `BATCH`, so that counting a call and choosing its link are one decrement
+    /// and one test; the out-of-line path publishes the batch.
     left: u32,
+    /// Calls counted and not yet published, for a layer off the success path.
+    pending: u32,
 }
 
 impl LocalCount {
     fn new(core: CoreRef) -> Self {
-        let fast = match core {
-            CoreRef::Static(c) if !c.config.timed => Some(c),
-            _ => None,
+        let (first, fast) = match core {
+            CoreRef::Static(c) if !c.config.timed => (c, true),
+            _ => (&PLACEHOLDER, false),
         };
         Self {
             core,
+            first,
             fast,
-            left: BATCH,
+            left: if fast { BATCH } else { 1 },
+            pending: 0,
         }
     }
 
+    /// Counts a call and gives the link of its response future to the shared state.
     #[inline]
-    fn count(&mut self) {
+    fn count<R>(&mut self) -> Link<R> {
         self.left -= 1;
         if self.left == 0 {
-            self.flush();
+            return self.next();
         }
+        Link::first(self.first)
     }
 
-    /// The link of a call whose layer has a timer or a reference-counted core.
+    /// A call that ends a batch, or any call of a layer off the success path (a timer or a
+    /// reference-counted core).
     #[inline(never)]
-    fn link<R>(&self) -> Link<R> {
+    fn next<R>(&mut self) -> Link<R> {
+        if self.fast {
+            self.left = BATCH;
+            self.publish(BATCH);
+            return Link::first(self.first);
+        }
+        self.left = 1;
+        self.pending += 1;
+        if self.pending == BATCH {
+            self.pending = 0;
+            self.publish(BATCH);
+        }
         Link::new(self.core.clone())
     }
 
+    /// Publishes the calls counted and not yet published.
     fn flush(&mut self) {
-        let n = BATCH - std::mem::replace(&mut self.left, BATCH);
+        let n = if self.fast {
+            BATCH - std::mem::replace(&mut self.left, BATCH)
+        } else {
+            std::mem::take(&mut self.pending)
+        };
+        self.publish(n);
+    }
+
+    fn publish(&self, n: u32) {
         if n == 0 {
             return;
         }
@@ -163,16 +194,15 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        self.local.count();
+        let link = self.local.count();
         let (request, stash) = self.policy.prepare(req);
         // A clone (readied again before use) makes the retries; the readied service makes the
         // call, last, so that its future goes straight into the response future.
-        let service = stash.as_ref().map(|_| self.inner.clone());
-        let link = match self.local.fast {
-            Some(core) => Link::first(core),
-            None => self.local.link(),
-        };
+        let retry = stash.map(|stash| Retryable {
+            service: self.inner.clone(),
+            stash,
+        });
         let policy = self.policy.clone();
-        ResponseFuture::new(service, policy, stash, link, self.inner.call(request))
+        ResponseFuture::new(retry, policy, link, self.inner.call(request))
     }
 }

@@ -1,10 +1,11 @@
 //! State shared by every clone of every service one layer value builds.
 
-use super::backoff::{Backoff, SeedSource};
+use super::backoff::{Backoff, Jitter, SeedSource};
 use super::budget::RetryBudget;
 use super::handle::{Metrics, RetryEvent};
 use crate::leak::{LeakBudget, Leaked, STATIC_BUILDS};
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,35 @@ pub(crate) struct Core {
     pub(crate) on_retry: Option<OnRetry>,
     pub(crate) events: Option<crate::events::EventSource>,
 }
+
+/// A core that no call uses: what a service's success-path field points at when its layer is
+/// never on the success path (see `LocalCount` in the service), so that the field needs no
+/// `Option` and the success path no test of it.
+pub(crate) static PLACEHOLDER: Core = Core {
+    config: Config {
+        max_attempts: 1,
+        backoff: Backoff {
+            initial: Duration::ZERO,
+            multiplier: 1.0,
+            max: Duration::ZERO,
+            jitter: Jitter::None,
+        },
+        max_retry_after: Duration::ZERO,
+        attempt_timeout: None,
+        deadline: None,
+        timed: false,
+    },
+    budget: None,
+    metrics: Metrics {
+        calls: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        budget_rejections: AtomicU64::new(0),
+        exhausted: AtomicU64::new(0),
+    },
+    seeds: SeedSource::new(0),
+    on_retry: None,
+    events: None,
+};
 
 impl fmt::Debug for Core {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
