@@ -4,11 +4,16 @@
 //! and a borrow flag per poll.
 
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 
 use super::CorrelationId;
 
 thread_local! {
-    static CURRENT: Cell<Option<CorrelationId>> = const { Cell::new(None) };
+    // `ManuallyDrop`: a thread local without drop glue needs no destructor registered nor a
+    // liveness check on each access, which saves ~10 instructions per swap. Nothing leaks: the
+    // slot is empty whenever no guard is alive, as at the thread's exit.
+    static CURRENT: ManuallyDrop<Cell<Option<CorrelationId>>> =
+        const { ManuallyDrop::new(Cell::new(None)) };
 }
 
 /// Calls `f` with the current id, if there is one.
@@ -27,8 +32,8 @@ pub(crate) fn with<R>(f: impl FnOnce(&CorrelationId) -> R) -> Option<R> {
 
 /// Makes the id in `slot`, if there is one, the current id until the guard drops; the guard
 /// then puts it back in `slot` and the previous current id back in place, also when the
-/// poll it wraps panics. `None` (and no change) when `slot` is empty, or when the thread's
-/// locals are being torn down.
+/// poll it wraps panics. `None` (and no change) when `slot` is empty. (The thread local has
+/// no destructor, so it is reachable even while the thread's other locals are torn down.)
 #[inline]
 pub(crate) fn enter(slot: &mut Option<CorrelationId>) -> Option<Entered<'_>> {
     if slot.is_none() {
