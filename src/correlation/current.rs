@@ -39,20 +39,26 @@ pub(crate) fn enter(slot: &mut Option<CorrelationId>) -> Option<Entered<'_>> {
     if slot.is_none() {
         return None;
     }
-    let slot = Cell::from_mut(slot);
-    CURRENT.try_with(|current| current.swap(slot)).ok()?;
+    exchange(slot);
     Some(Entered { slot })
+}
+
+/// Exchanges the id in `slot` with the current one. `replace` rather than `Cell::swap`, which
+/// also checks that the two do not overlap: ~10 instructions less per exchange.
+#[inline]
+fn exchange(slot: &mut Option<CorrelationId>) {
+    // Cannot fail: the thread local has no destructor.
+    let _ = CURRENT.try_with(|current| *slot = current.replace(slot.take()));
 }
 
 /// Keeps an id current: see [`enter`].
 pub(crate) struct Entered<'a> {
-    slot: &'a Cell<Option<CorrelationId>>,
+    slot: &'a mut Option<CorrelationId>,
 }
 
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        // Cannot fail: the slot was reachable when the guard was made, on this thread.
-        let _ = CURRENT.try_with(|current| current.swap(self.slot));
+        exchange(self.slot);
     }
 }

@@ -72,8 +72,11 @@ where
         this.inner.set(None);
         // Echoed in place: moving the response out of the result and back costs a copy of it.
         if let Ok(response) = &mut result {
-            if let (Some(name), Some(id)) = (this.echo.take(), this.id.take()) {
-                response.headers_mut().insert(name, id.into_header_value());
+            // Both are there until the echo: no tuple of both to build and match.
+            if let Some(id) = this.id.take() {
+                if let Some(name) = this.echo.take() {
+                    response.headers_mut().insert(name, id.into_header_value());
+                }
             }
         }
         Poll::Ready(result)
