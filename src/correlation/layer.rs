@@ -329,6 +329,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let (id, at) = self.resolve(&mut req);
         req.extensions_mut().insert(id.clone());
