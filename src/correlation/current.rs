@@ -10,7 +10,7 @@ use super::CorrelationId;
 
 thread_local! {
     // `ManuallyDrop`: a thread local without drop glue needs no destructor registered nor a
-    // liveness check on each access, which saves ~10 instructions per swap. Nothing leaks: the
+    // liveness check on each access, which saves ~10 instructions per request. Nothing leaks: the
     // slot is empty whenever no guard is alive, as at the thread's exit.
     static CURRENT: ManuallyDrop<Cell<Option<CorrelationId>>> =
         const { ManuallyDrop::new(Cell::new(None)) };
