@@ -4,11 +4,16 @@
 //! and a borrow flag per poll.
 
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 
 use super::CorrelationId;
 
 thread_local! {
-    static CURRENT: Cell<Option<CorrelationId>> = const { Cell::new(None) };
+    // `ManuallyDrop`: a thread local without drop glue needs no destructor registered nor a
+    // liveness check on each access, which saves ~10 instructions per request. Nothing leaks: the
+    // slot is empty whenever no guard is alive, as at the thread's exit.
+    static CURRENT: ManuallyDrop<Cell<Option<CorrelationId>>> =
+        const { ManuallyDrop::new(Cell::new(None)) };
 }
 
 /// Calls `f` with the current id, if there is one.
@@ -27,27 +32,33 @@ pub(crate) fn with<R>(f: impl FnOnce(&CorrelationId) -> R) -> Option<R> {
 
 /// Makes the id in `slot`, if there is one, the current id until the guard drops; the guard
 /// then puts it back in `slot` and the previous current id back in place, also when the
-/// poll it wraps panics. `None` (and no change) when `slot` is empty, or when the thread's
-/// locals are being torn down.
+/// poll it wraps panics. `None` (and no change) when `slot` is empty. (The thread local has
+/// no destructor, so it is reachable even while the thread's other locals are torn down.)
 #[inline]
 pub(crate) fn enter(slot: &mut Option<CorrelationId>) -> Option<Entered<'_>> {
     if slot.is_none() {
         return None;
     }
-    let slot = Cell::from_mut(slot);
-    CURRENT.try_with(|current| current.swap(slot)).ok()?;
+    exchange(slot);
     Some(Entered { slot })
+}
+
+/// Exchanges the id in `slot` with the current one. `replace` rather than `Cell::swap`, which
+/// also checks that the two do not overlap: ~10 instructions less per exchange.
+#[inline]
+fn exchange(slot: &mut Option<CorrelationId>) {
+    // Cannot fail: the thread local has no destructor.
+    let _ = CURRENT.try_with(|current| *slot = current.replace(slot.take()));
 }
 
 /// Keeps an id current: see [`enter`].
 pub(crate) struct Entered<'a> {
-    slot: &'a Cell<Option<CorrelationId>>,
+    slot: &'a mut Option<CorrelationId>,
 }
 
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        // Cannot fail: the slot was reachable when the guard was made, on this thread.
-        let _ = CURRENT.try_with(|current| current.swap(self.slot));
+        exchange(self.slot);
     }
 }

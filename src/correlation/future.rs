@@ -24,7 +24,8 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         id: Option<CorrelationId>,
-        span: Span,
+        // `None` when no subscriber takes `INFO`: nothing to drop.
+        span: Option<Span>,
         echo: Option<HeaderName>,
     }
 
@@ -41,7 +42,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn new(id: CorrelationId, inner: F, span: Span, echo: HeaderName) -> Self {
+    pub(crate) fn new(id: CorrelationId, inner: F, span: Option<Span>, echo: HeaderName) -> Self {
         Self {
             inner: Some(inner),
             id: Some(id),
@@ -60,8 +61,8 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let result = {
-            let _span = super::enter(this.span);
+        let mut result = {
+            let _span = this.span.as_ref().and_then(super::enter);
             let _id = current::enter(this.id);
             let inner = this.inner.as_mut().as_pin_mut();
             ready!(inner
@@ -69,11 +70,16 @@ where
                 .poll(cx))
         };
         this.inner.set(None);
-        let mut response = result?;
-        if let (Some(name), Some(id)) = (this.echo.take(), this.id.take()) {
-            response.headers_mut().insert(name, id.into_header_value());
+        // Echoed in place: moving the response out of the result and back costs a copy of it.
+        if let Ok(response) = &mut result {
+            // Both are there until the echo: no tuple of both to build and match.
+            if let Some(id) = this.id.take() {
+                if let Some(name) = this.echo.take() {
+                    response.headers_mut().insert(name, id.into_header_value());
+                }
+            }
         }
-        Poll::Ready(Ok(response))
+        Poll::Ready(result)
     }
 }
 

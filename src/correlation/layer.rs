@@ -329,16 +329,17 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let (id, at) = self.resolve(&mut req);
         req.extensions_mut().insert(id.clone());
-        let span = super::span(&id);
+        let span = super::span_if_wanted(&id);
         // The inner `call` runs in the span, so the events of layers that decide there (a
         // rejection) carry the id. It does not run with the id current: that would cost two
         // swaps of a thread-local per request, for services that do their work in `call`
         // rather than in their future; they find the id in the request's extensions.
         let future = {
-            let _entered = super::enter(&span);
+            let _entered = span.as_ref().and_then(super::enter);
             self.inner.call(req)
         };
         let echo = self.shared.names[at].clone();

@@ -176,15 +176,22 @@ fn enter(span: &tracing::Span) -> Option<tracing::span::Entered<'_>> {
 /// `log` at its creation and at its drop: ~20 ns per request for nothing when `log` is off.
 #[inline]
 fn span(id: &CorrelationId) -> tracing::Span {
+    span_if_wanted(id).unwrap_or_else(tracing::Span::none)
+}
+
+/// [`span`], or `None` rather than `Span::none()` when no subscriber takes `INFO`: the server
+/// layer's future then has no span to drop (~13 instructions per request).
+#[inline]
+fn span_if_wanted(id: &CorrelationId) -> Option<tracing::Span> {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
     if tracing::Level::INFO > STATIC_MAX_LEVEL || tracing::Level::INFO > LevelFilter::current() {
-        return tracing::Span::none();
+        return None;
     }
-    tracing::info_span!(
+    Some(tracing::info_span!(
         target: "seawall::correlation",
         "correlation",
         correlation_id = %id,
-    )
+    ))
 }
 
 /// Wraps `future` so that it runs with the current id, if there is one, and inside the current
