@@ -95,21 +95,22 @@
 //! No lock, no boxed future and no shared write per request: the future is a concrete type
 //! that enters the span and makes the id current on each poll. An id of up to 46 bytes is kept
 //! inline, so copies of it touch no shared counter. What a request pays for, measured against
-//! a bare HTTP service (`benches/correlation.rs`, 2-core VM, glibc's allocator):
+//! a bare HTTP service (`benches/correlation.rs`, a 2-core VM, glibc's allocator; a VM of an
+//! earlier pass charged about twice these figures, so read them as proportions):
 //!
 //! | part | about |
 //! |---|---|
-//! | putting the id in the request's extensions: three allocations when the request's extension map is still empty, as hyper hands it over; one when axum's router has put its own extensions there first | 110 ns; 60 ns |
-//! | echoing it on the response: the header lookup, one reference-count update of the incoming value, the insert | 50-75 ns |
-//! | checking a 36-byte id, the span (no subscriber), making the id current on each poll, moving the larger future | 10-15 ns each |
-//! | making a new UUID v4 and putting it on the request | about 100 ns |
+//! | putting the id in the request's extensions: three allocations when the request's extension map is still empty, as hyper hands it over; one when axum's router has put its own extensions there first | 63 ns; 31-43 ns |
+//! | echoing it on the response: the header lookup, one reference-count update of the incoming value, the insert | 40-53 ns |
+//! | checking a 36-byte id, the span (no subscriber), making the id current on each poll, moving the larger future | 5-10 ns each |
+//! | making a new UUID v4 and putting it on the request | about 70 ns |
 //!
 //! The first two rows are a floor under any layer that does this job with the `http` types (the
-//! bench's "floor" rows measure it alone). In all, some 240 ns with an incoming id (190 ns when
-//! the extension map already exists) and 345 ns with a new one, where tower-http's
-//! `SetRequestId` + `PropagateRequestId` + `MakeRequestUuid` take 380 ns and 900-1,000 ns in
-//! the same run. A new id's header value takes a slice of a per-thread buffer, so it
-//! allocates nothing of its own.
+//! bench's "floor" rows measure it alone: 105-116 ns, or 82-85 ns on a routed request). In all,
+//! some 130-145 ns with an incoming id (110-130 ns when the extension map already exists) and
+//! 205-210 ns with a new one, where tower-http's `SetRequestId` + `PropagateRequestId` +
+//! `MakeRequestUuid` take 180-200 ns and 580-630 ns in the same run. A new id's header value
+//! takes a slice of a per-thread buffer, so it allocates nothing of its own.
 
 mod current;
 pub mod future;
