@@ -334,10 +334,5 @@ criterion_group! {
 }
 
 fn main() {
-    if let Ok(wanted) = std::env::var("SEAWALL_PROFILE") {
-        profile(&wanted);
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    support::main(profile, benches);
 }

@@ -108,6 +108,20 @@ pub fn criterion() -> criterion::Criterion {
         .noise_threshold(0.05)
 }
 
+/// A bench's `main`. With `SEAWALL_PROFILE=NAME` set it runs only the subject of that name
+/// through `profile` (to be counted under callgrind or cachegrind); otherwise it runs the
+/// criterion `groups` and prints criterion's closing summary.
+pub fn main(profile: fn(&str), groups: fn()) {
+    if let Ok(wanted) = std::env::var("SEAWALL_PROFILE") {
+        profile(&wanted);
+        return;
+    }
+    groups();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
+
 /// Runs `iters` calls on each of `threads` threads at once, each thread on its own
 /// current-thread runtime inside `tokio::task::unconstrained`, and returns the wall time from
 /// the moment the first thread starts to the moment the last one ends.
