@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use http::header::{HeaderName, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use seawall::correlation::CorrelationId;
@@ -343,9 +343,30 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// `SEAWALL_PROFILE=NAME` runs only the subject named NAME, one round of
+/// `SEAWALL_PROFILE_CALLS` calls (default 1,000,000), for `valgrind --tool=cachegrind` or
+/// `callgrind`: instructions per call are the difference of two runs with different call
+/// counts, divided by the difference.
+fn profile(wanted: &str) {
+    let calls: u64 = std::env::var("SEAWALL_PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = support::runtime();
+    let mut subjects = subjects(&rt);
+    let subject = subjects
+        .iter_mut()
+        .find(|s| s.name == wanted)
+        .unwrap_or_else(|| panic!("no subject named {wanted:?}"));
+    (subject.round)(calls);
+}
+
 criterion_group! {
     name = benches;
     config = support::criterion();
     targets = summary, bench
 }
-criterion_main!(benches);
+
+fn main() {
+    support::main(profile, benches);
+}
