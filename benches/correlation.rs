@@ -349,10 +349,7 @@ fn fastest_rounds(_: &mut Criterion) {
 /// `SEAWALL_PROFILE=NAME` runs only the subject named NAME, `SEAWALL_PROFILE_CALLS` times
 /// (default 1,000,000), for `perf record` or `valgrind --tool=callgrind`.
 fn profile(wanted: &str) {
-    let calls: u64 = std::env::var("SEAWALL_PROFILE_CALLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
+    let calls = support::profile_calls();
     let rt = support::runtime();
     let incoming = incoming_id();
     let mut found = false;

@@ -348,10 +348,7 @@ fn bench(c: &mut Criterion) {
 /// `callgrind`: instructions per call are the difference of two runs with different call
 /// counts, divided by the difference.
 fn profile(wanted: &str) {
-    let calls: u64 = std::env::var("SEAWALL_PROFILE_CALLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
+    let calls = support::profile_calls();
     let rt = support::runtime();
     let mut subjects = subjects(&rt);
     let subject = subjects

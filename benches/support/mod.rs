@@ -108,6 +108,14 @@ pub fn criterion() -> criterion::Criterion {
         .noise_threshold(0.05)
 }
 
+/// How many calls a `SEAWALL_PROFILE` run makes: `SEAWALL_PROFILE_CALLS`, or 1,000,000.
+pub fn profile_calls() -> u64 {
+    std::env::var("SEAWALL_PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
 /// A bench's `main`. With `SEAWALL_PROFILE=NAME` set it runs only the subject of that name
 /// through `profile` (to be counted under callgrind or cachegrind); otherwise it runs the
 /// criterion `groups` and prints criterion's closing summary.
