@@ -78,7 +78,9 @@
 //! - Client: correlation propagation, then retry, then circuit breaker, then bulkhead, then a
 //!   timeout per attempt, then the client. Retry sits outside the breaker so that each attempt
 //!   is counted, and an open circuit is not retried blindly.
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// A loom build (src/sync.rs) compiles the models alone: items only the other tests use look dead.
+#![cfg_attr(seawall_loom, allow(dead_code, unused_imports))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -95,6 +97,21 @@ pub mod fallback;
 pub mod health;
 #[cfg(any(feature = "bulkhead", feature = "retry"))]
 mod leak;
+#[cfg(all(test, seawall_loom))]
+mod loom_models;
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "bulkhead",
+    feature = "rate-limit"
+))]
+mod stripe;
+#[cfg(any(
+    feature = "circuit-breaker",
+    feature = "bulkhead",
+    feature = "rate-limit",
+    feature = "retry"
+))]
+mod sync;
 
 #[cfg(feature = "http")]
 pub mod http;

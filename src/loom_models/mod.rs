@@ -1,0 +1,11 @@
+//! Loom models of the crate's lock-free protocols, one file per protocol. Each checks the
+//! invariant its module's docs state, through every interleaving of a few threads.
+//!
+//! Run them with (bounded as tokio bounds its models, so they finish in CI):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg seawall_loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test --release --lib --all-features --target-dir target/loom loom_models
+//! ```
+
+mod stripe;
