@@ -6,10 +6,13 @@
 //! dependency under it. Statics keep `std` types (loom's have no `const fn new`); a protocol
 //! that a model checks keeps its state in fields built inside the model.
 
+// Not every layer that needs the shim needs all of it (a retry-only build uses no atomics here).
 #[cfg(not(seawall_loom))]
+#[allow(unused_imports)]
 pub(crate) use std::sync::{atomic, Mutex, MutexGuard};
 
 #[cfg(seawall_loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::{atomic, Mutex, MutexGuard};
 
 /// Locks `m`, ignoring poison: no code in this crate panics while it holds a lock, and a

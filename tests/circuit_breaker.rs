@@ -91,6 +91,16 @@ fn consecutive(n: u32) -> Builder {
 }
 
 /// Trips a consecutive-failures breaker of threshold `n`.
+/// Waits out the open duration and closes the breaker with one successful probe.
+async fn wait_and_close(svc: &mut Svc) {
+    let d = is_open(&call(svc, Call::Ok).await)
+        .unwrap()
+        .retry_after()
+        .unwrap();
+    advance(d).await;
+    call(svc, Call::Ok).await.unwrap();
+}
+
 async fn trip(svc: &mut Svc, n: u32) {
     for _ in 0..n {
         let r = call(svc, Call::Fail).await;
@@ -253,13 +263,18 @@ async fn open_duration_grows_on_repeated_trips_up_to_the_cap() {
         call(&mut svc, Call::Fail).await.unwrap_err();
     }
     assert_eq!(seen, [1, 2, 4, 5, 5]);
-    // A close starts over from the base.
-    let d = is_open(&call(&mut svc, Call::Ok).await)
-        .unwrap()
-        .retry_after()
-        .unwrap();
-    advance(d).await;
-    call(&mut svc, Call::Ok).await.unwrap();
+    // A close that does not last: the next trip keeps the grown duration.
+    wait_and_close(&mut svc).await;
+    advance(Duration::from_millis(4_900)).await;
+    trip(&mut svc, 1).await;
+    let r = call(&mut svc, Call::Ok).await;
+    assert_eq!(
+        is_open(&r).unwrap().retry_after(),
+        Some(Duration::from_secs(5))
+    );
+    // Closed for the longest open duration (5 s): the growth is forgotten.
+    wait_and_close(&mut svc).await;
+    advance(Duration::from_secs(5)).await;
     trip(&mut svc, 1).await;
     let r = call(&mut svc, Call::Ok).await;
     assert_eq!(

@@ -92,7 +92,7 @@ impl Cfg {
 enum MState {
     Closed,
     Open { until_us: u64 },
-    HalfOpen { successes: u32 },
+    HalfOpen { done: u32, failed: u32, slow: u32 },
 }
 
 #[derive(Debug)]
@@ -100,6 +100,9 @@ struct Model {
     cfg: Cfg,
     state: MState,
     trips: u32,
+    /// When the breaker last closed: the growth is forgotten once it stayed closed for the
+    /// longest open duration.
+    closed_at_us: Option<u64>,
     streak: u32,
     /// Count window: (failed, slow) of the last calls. Time window: (bucket, failed, slow).
     window: VecDeque<(u64, bool, bool)>,
@@ -118,6 +121,7 @@ impl Model {
             cfg,
             state: MState::Closed,
             trips: 0,
+            closed_at_us: None,
             streak: 0,
             window: VecDeque::new(),
         }
@@ -138,7 +142,11 @@ impl Model {
                 Admit::Rejected(Some(until_us - now_us))
             }
             MState::Open { .. } => {
-                self.state = MState::HalfOpen { successes: 0 };
+                self.state = MState::HalfOpen {
+                    done: 0,
+                    failed: 0,
+                    slow: 0,
+                };
                 Admit::Probe
             }
             MState::HalfOpen { .. } => Admit::Probe,
@@ -146,12 +154,19 @@ impl Model {
     }
 
     fn open(&mut self, now_us: u64) {
-        self.trips += 1;
         let base = Duration::from_millis(self.cfg.open_ms).as_secs_f64();
         let (mult, max) = match self.cfg.growth {
             Some((m, max_ms)) => (m, Duration::from_millis(max_ms)),
             None => (1.0, Duration::from_millis(self.cfg.open_ms)),
         };
+        let healthy = matches!(self.state, MState::Closed)
+            && self
+                .closed_at_us
+                .is_some_and(|t| now_us - t >= max.as_micros() as u64);
+        if healthy {
+            self.trips = 0;
+        }
+        self.trips += 1;
         let secs = (base * mult.powi(self.trips as i32 - 1)).min(max.as_secs_f64());
         let d = Duration::from_secs_f64(secs).max(Duration::from_micros(1));
         self.state = MState::Open {
@@ -159,9 +174,9 @@ impl Model {
         };
     }
 
-    fn close(&mut self) {
+    fn close(&mut self, now_us: u64) {
         self.state = MState::Closed;
-        self.trips = 0;
+        self.closed_at_us = Some(now_us);
         self.streak = 0;
         self.window.clear();
     }
@@ -189,16 +204,35 @@ impl Model {
         match admit {
             Admit::Rejected(_) => {}
             Admit::Probe => {
-                let MState::HalfOpen { successes } = &mut self.state else {
+                let MState::HalfOpen {
+                    done,
+                    failed: bad,
+                    slow: slows,
+                } = &mut self.state
+                else {
                     unreachable!("one caller at a time")
                 };
-                if failed || slow {
+                *done += 1;
+                *bad += u32::from(failed);
+                *slows += u32::from(slow);
+                // Resilience4j's rule: the probes' rates against the thresholds (a majority
+                // for the consecutive policy), decided as soon as the outcomes settle it.
+                let n = f64::from(self.cfg.probes);
+                let left = f64::from(self.cfg.probes - *done);
+                let rate = match self.cfg.policy {
+                    Policy::Count { rate, .. } | Policy::Time { rate, .. } => rate,
+                    Policy::Consecutive(_) => 0.5,
+                };
+                let slow_rate = self.cfg.slow.map(|(_, r)| r);
+                let (bad, slows) = (f64::from(*bad), f64::from(*slows));
+                let reaches = |n_: f64, r: f64| n_ > 0.0 && n_ / n >= r;
+                let reopen = reaches(bad, rate) || slow_rate.is_some_and(|r| reaches(slows, r));
+                let close = !reaches(bad + left, rate)
+                    && !slow_rate.is_some_and(|r| reaches(slows + left, r));
+                if reopen {
                     self.open(now_us);
-                } else {
-                    *successes += 1;
-                    if *successes >= self.cfg.probes {
-                        self.close();
-                    }
+                } else if close {
+                    self.close(now_us);
                 }
             }
             Admit::Closed => match self.cfg.policy {

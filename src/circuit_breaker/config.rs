@@ -215,8 +215,10 @@ impl<C> Builder<C> {
         self
     }
 
-    /// How many probe calls half-open lets through (`1..=4095`); the breaker closes once that
-    /// many succeeded and reopens at the first probe that fails (or is slow). Default 10.
+    /// How many probe calls half-open lets through (`1..=4095`). The breaker reopens once the
+    /// failed (or slow) probes reach the failure-rate (or slow-call-rate) threshold's share of
+    /// them, and closes once they can no longer reach it; a consecutive-failures policy uses
+    /// half of the probes. Default 10 (Resilience4j `permittedNumberOfCallsInHalfOpenState`).
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.probes = n;
         self
@@ -268,7 +270,7 @@ impl<C> Builder<C> {
         Ok(CircuitBreakerLayer::from_config(config, self.classifier))
     }
 
-    fn validate(&self) -> Result<Config, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Config, ConfigError> {
         let policy = match self.consecutive {
             Some(n) => {
                 if self.failure_rate.is_some()

@@ -54,9 +54,7 @@ impl Guard {
     #[inline(always)]
     fn finish(&mut self, outcome: impl FnOnce() -> Outcome, started: Option<Instant>) {
         if let Some(token) = self.token.take() {
-            token
-                .core
-                .finish(token.shard, self.admission, outcome(), started);
+            token.core.finish(self.admission, outcome(), started);
             give_back(token);
         }
     }

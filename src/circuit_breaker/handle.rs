@@ -137,8 +137,7 @@ impl CircuitBreakerHandle {
     /// Closes the breaker with an empty window, forgets past trips (the open duration starts
     /// over from its base) and sets the metrics' counters back to zero.
     pub fn reset(&self) {
-        self.core.transition(None, CLOSED);
-        self.core.reset_metrics();
+        self.core.reset();
     }
 
     /// Lets every call through and stops counting outcomes towards tripping, until

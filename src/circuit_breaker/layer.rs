@@ -3,8 +3,9 @@
 use super::config::{Builder, Config};
 use super::future::{Guard, ResponseFuture};
 use super::handle::CircuitBreakerHandle;
-use super::state::{next_thread_index, stripe_count, Core};
+use super::state::Core;
 use crate::classify::{Classify, ErrorsAsFailures};
+use crate::stripe::{stripe_count, thread_number};
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
@@ -20,70 +21,46 @@ use tower_service::Service;
 #[derive(Debug)]
 pub(crate) struct Token {
     pub(crate) core: Arc<Core>,
-    pub(crate) shard: usize,
 }
 
-/// What a thread keeps: its stripe number, and the token of the last call that ended on it.
+/// What a thread keeps: the token of the last call that ended on it.
 struct Local {
-    index: Cell<usize>,
     spare: Cell<Option<Arc<Token>>>,
 }
 
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            index: Cell::new(usize::MAX),
             spare: Cell::new(None),
         }
     };
 }
 
-/// The calling thread's stripe of `shared`, and a token for a call on it. Reuses the token the
+/// A token for a call on the calling thread's stripe of `shared`. Reuses the token the
 /// last finished call on this thread gave back, which saves the two locked reference-count
-/// updates of a clone and a drop per call.
-///
-/// Always inlined: the common case is one thread-local access, a mask and a pointer compare;
-/// everything else (the first call on a thread, a spare of another breaker) is out of line and
-/// returns two words in registers.
+/// updates of a clone and a drop per call; otherwise (the first call on a thread, a spare of
+/// another breaker) clones the stripe's token, out of line.
 #[inline(always)]
-fn take_token(shared: &Shared) -> (usize, Arc<Token>) {
-    if let Ok((index, Some(spare))) =
-        LOCAL.try_with(|local| (local.index.get(), local.spare.take()))
-    {
-        let shard = index & shared.mask;
-        if index != usize::MAX {
-            if let Some(wanted) = shared.tokens.get(shard) {
-                if Arc::ptr_eq(&spare, wanted) {
-                    return (shard, spare);
-                }
-            }
+fn take_token(shared: &Shared) -> Arc<Token> {
+    let shard = thread_number() & shared.mask;
+    let spare = LOCAL.try_with(|local| local.spare.take()).ok().flatten();
+    if let Some(spare) = spare {
+        if Arc::ptr_eq(&spare, &shared.tokens[shard]) {
+            return spare;
         }
-        return take_token_slow(shared, Some(spare));
+        return take_token_slow(shared, shard, Some(spare));
     }
-    take_token_slow(shared, None)
+    take_token_slow(shared, shard, None)
 }
 
-/// [`take_token`] without a matching spare: assigns the thread its stripe number on its first
-/// call, gives back a spare of another breaker, and clones this breaker's token.
+/// [`take_token`] without a matching spare: gives back a spare of another breaker and clones
+/// this breaker's token.
 #[inline(never)]
-fn take_token_slow(shared: &Shared, spare: Option<Arc<Token>>) -> (usize, Arc<Token>) {
-    let index = LOCAL.try_with(|local| {
-        let mut index = local.index.get();
-        if index == usize::MAX {
-            index = next_thread_index();
-            local.index.set(index);
-        }
-        index
-    });
-    let shard = index.map_or(0, |index| index & shared.mask);
-    let wanted = &shared.tokens[shard];
+fn take_token_slow(shared: &Shared, shard: usize, spare: Option<Arc<Token>>) -> Arc<Token> {
     if let Some(spare) = spare {
-        if Arc::ptr_eq(&spare, wanted) {
-            return (shard, spare);
-        }
         give_back(spare);
     }
-    (shard, Arc::clone(wanted))
+    Arc::clone(&shared.tokens[shard])
 }
 
 /// Keeps a finished call's token for the next call on this thread.
@@ -119,10 +96,9 @@ impl Shared {
         let stripes = stripe_count();
         let core = Arc::new(Core::new(config, stripes));
         let tokens = (0..stripes)
-            .map(|shard| {
+            .map(|_| {
                 Arc::new(Token {
                     core: Arc::clone(&core),
-                    shard,
                 })
             })
             .collect();
@@ -315,8 +291,8 @@ where
     // paths (a token to clone, a breaker not closed) are out of line and return small values.
     #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
-        let (shard, token) = take_token(&self.shared);
-        match self.shared.core.admit(shard) {
+        let token = take_token(&self.shared);
+        match self.shared.core.admit() {
             Ok(admission) => ResponseFuture::called(
                 self.inner.call(req),
                 Guard::new(token, admission),

@@ -18,11 +18,15 @@
 //!   whose `retry_after` says how long until the breaker half-opens. The open duration is
 //!   configurable, and may grow on repeated trips with jitter, up to a cap
 //!   ([`Builder::open_duration_growth`], [`Builder::jitter`]).
-//! - **HALF_OPEN**: the first call after the open duration half-opens the breaker; exactly
+//! - **HALF_OPEN**: the first call after the open duration half-opens the breaker; at most
 //!   [`Builder::half_open_probes`] probe calls go through (the slots are taken atomically,
 //!   never one more under concurrency; a probe whose future is dropped, or whose outcome is
-//!   ignored, gives its slot back). Once that many probes succeeded the breaker closes; the
-//!   first probe that fails (or is slow) opens it again.
+//!   ignored, gives its slot back). The probes are judged as Resilience4j judges them: the
+//!   breaker reopens when their failure rate (or slow-call rate) reaches the threshold, and
+//!   closes otherwise, as soon as the outcomes so far settle it (with 10 probes and a 50 %
+//!   threshold, the fifth failed probe reopens it, and the sixth success closes it). A
+//!   consecutive-failures breaker, which has no rate, reopens when half of its probes fail
+//!   (its preset's single probe decides alone, as in Polly).
 //!
 //! An outcome only counts in the state (and the stretch of it) in which its call was admitted:
 //! a slow call that was let through while closed and fails after the breaker opened and
@@ -101,11 +105,12 @@
 //! counts in per-thread stripes, summed when a failure or a slow call is recorded; a call that
 //! ends while another thread is summing may be seen on one side of the window or the other.
 
-mod config;
+pub(crate) mod config;
 pub mod future;
 mod handle;
 mod layer;
-mod state;
+pub(crate) mod state;
+pub(crate) mod window;
 
 pub use self::config::Builder;
 pub use self::handle::{CircuitBreakerHandle, Metrics, State, StateChange};

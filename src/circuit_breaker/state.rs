@@ -1,40 +1,47 @@
-//! The lock-free state machine.
+//! The breaker's state machine and its shared state.
 //!
 //! One `AtomicU64` word holds the state, a small counter per state and an epoch:
 //!
 //! ```text
 //! bits  0..3   state: CLOSED, OPEN, HALF_OPEN, FORCED_OPEN, DISABLED
 //! bits  3..16  a: CLOSED: consecutive failures; HALF_OPEN: probe slots taken
-//! bits 16..29  b: HALF_OPEN: probes that succeeded
 //! bits 32..64  epoch: +1 on every change of state
 //! ```
 //!
-//! Counters change by compare-and-swap on the word, only when they change (a success in the
-//! closed state with no failure streak writes nothing). Changes of state take a mutex (they are
-//! rare: opening, half-opening, closing, forcing), prepare what the new state needs (the time it
-//! opens until, a fresh window) and then publish the new word. Every call remembers the epoch it
-//! was admitted in; an outcome from an earlier epoch no longer counts.
+//! **Invariants.** (1) Changes of state take the `control` mutex and publish a new word with a
+//! new epoch; counters change by compare-and-swap on the word, only within one state and epoch.
+//! (2) Half-open admits at most `half_open_probes` probes per epoch: a slot is taken by a CAS
+//! that checks `a < probes`, and given back (a CAS that decrements) only by a probe that ends
+//! without an outcome (dropped, or ignored), so no slot is lost and none is counted twice.
+//! (3) Every call remembers the epoch it was admitted in; an outcome from an earlier epoch no
+//! longer counts. The loom models `breaker_state` check (2) and that a trip happens exactly
+//! once per closed period.
 //!
-//! Per-call counters live in stripes ([`Shard`]), one cache line pair per stripe, picked by the
-//! calling thread, so two threads sharing one breaker don't write the same line.
+//! Half-open judges its probes as Resilience4j does: once their outcomes decide it, the
+//! breaker reopens when the probes' failure (or slow-call) rate reaches the threshold and
+//! closes otherwise. Probe outcomes are tallied under the `control` mutex (probes are few).
+//!
+//! Per-call counters live in [`Striped`] cells, exact at any thread count
+//! ([`crate::stripe`]).
 
 use super::config::{Config, Policy, Window};
 use super::handle::{Metrics, State, StateChange};
+use super::window::{CountWindow, Tally, TimeWindow};
 use crate::classify::Outcome;
 use crate::error::CircuitOpen;
 use crate::events::EventKind;
+use crate::stripe::{self, CachePadded, Counter, Striped};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{lock, Mutex};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 /// The layer's name in events.
 const TARGET_LAYER: &str = "circuit_breaker";
-use tokio::time::Instant;
-
 const TARGET: &str = "seawall::circuit_breaker";
 
 pub(crate) const CLOSED: u64 = 0;
@@ -45,11 +52,14 @@ pub(crate) const DISABLED: u64 = 4;
 
 const STATE_BITS: u64 = 0b111;
 const A_SHIFT: u32 = 3;
-const B_SHIFT: u32 = 16;
 const FIELD: u64 = 0x1FFF;
 const EPOCH_SHIFT: u32 = 32;
 const A_ONE: u64 = 1 << A_SHIFT;
-const B_ONE: u64 = 1 << B_SHIFT;
+
+/// The probes' failure rate that reopens a half-open breaker whose policy has no rate
+/// (consecutive failures): a majority of failed probes. With one probe (the preset), the
+/// probe decides alone, as in Polly.
+const CONSECUTIVE_PROBE_RATE: f64 = 0.5;
 
 #[inline]
 fn state_of(w: u64) -> u64 {
@@ -58,10 +68,6 @@ fn state_of(w: u64) -> u64 {
 #[inline]
 fn field_a(w: u64) -> u32 {
     ((w >> A_SHIFT) & FIELD) as u32
-}
-#[inline]
-fn field_b(w: u64) -> u32 {
-    ((w >> B_SHIFT) & FIELD) as u32
 }
 #[inline]
 fn epoch_of(w: u64) -> u32 {
@@ -82,22 +88,6 @@ fn state_name(s: u64) -> State {
     }
 }
 
-/// A value on its own pair of cache lines (adjacent-line prefetch pulls pairs on x86).
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct Padded<T>(T);
-
-/// Adds one to a per-stripe counter with a plain load and store: no locked instruction, which
-/// costs 5-25 ns on these machines. A stripe is written by the threads mapped to it, normally
-/// one; two threads sharing a stripe and writing at the same instant may lose one count.
-#[inline]
-fn bump(counter: &AtomicU64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Relaxed,
-    );
-}
-
 /// What a call was admitted as; its outcome is recorded accordingly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
@@ -109,82 +99,25 @@ pub(crate) enum Admission {
     Untracked,
 }
 
-/// One time bucket of one stripe.
+/// The per-call counters of one stripe; the metrics are their sums.
 #[derive(Debug, Default)]
-struct Bucket {
-    /// `epoch tag << 48 | bucket number`: a bucket of another closed period or another turn
-    /// of the ring is stale and starts over when written.
-    id: AtomicU64,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
+struct Counters {
+    /// Calls that ended with a success or a failure.
+    calls: Counter,
+    ignored: Counter,
+    failures: Counter,
+    slow: Counter,
+    rejections: Counter,
 }
 
-const BUCKET_MASK: u64 = (1 << 48) - 1;
-
-/// The per-call counters of one stripe.
-#[repr(align(128))]
-#[derive(Debug, Default)]
-pub(crate) struct Shard {
-    /// Calls recorded in a closed window (the count window's sequence is their sum).
-    closed_calls: AtomicU64,
-    /// Other completed calls (probes, disabled, late outcomes of an earlier epoch).
-    other_calls: AtomicU64,
-    ignored: AtomicU64,
-    failures: AtomicU64,
-    slow: AtomicU64,
-    rejections: AtomicU64,
-    /// Time window: the bucket number this stripe last wrote, `<< 16`, with its place in the
-    /// ring (at most `MAX_BUCKETS`, under 2^16). Saves the two divisions that find a bucket
-    /// while calls keep falling in the same one; written only when the bucket changes.
-    bucket_hint: AtomicU64,
-    buckets: Box<[Bucket]>,
-}
-
-/// The sequence numbers of the last failures (or slow calls) of a count window.
+/// The window of a rate policy.
 #[derive(Debug)]
-struct Log {
-    ring: Box<[AtomicU64]>,
-    head: Padded<AtomicU64>,
-}
-
-impl Log {
-    fn new(len: usize) -> Self {
-        Self {
-            ring: (0..len).map(|_| AtomicU64::new(0)).collect(),
-            head: Padded::default(),
-        }
-    }
-
-    fn push(&self, seq: u64) {
-        if self.ring.is_empty() {
-            return;
-        }
-        let i = self.head.0.fetch_add(1, Ordering::AcqRel);
-        self.ring[(i % self.ring.len() as u64) as usize].store(seq, Ordering::Release);
-    }
-
-    /// How many logged sequence numbers are above `low`, newest first; stops at the first one
-    /// that is not (sequence numbers are logged in order, give or take concurrent pushes).
-    fn count_above(&self, low: u64) -> u64 {
-        let len = self.ring.len() as u64;
-        if len == 0 {
-            return 0;
-        }
-        let head = self.head.0.load(Ordering::Acquire);
-        let oldest = head.saturating_sub(len);
-        let mut n = 0;
-        let mut k = head;
-        while k > oldest {
-            k -= 1;
-            if self.ring[(k % len) as usize].load(Ordering::Acquire) > low {
-                n += 1;
-            } else {
-                break;
-            }
-        }
-        n
-    }
+enum Rates {
+    // Boxed: its sequence sits on cache lines of its own.
+    Count(Box<CountWindow>),
+    Time(TimeWindow),
+    /// Consecutive failures: no window.
+    None,
 }
 
 /// Counts summed over the stripes.
@@ -197,35 +130,43 @@ struct Totals {
     rejections: u64,
 }
 
+/// The probes of the current half-open epoch that ended with an outcome.
+#[derive(Debug, Default, Clone, Copy)]
+struct Probes {
+    epoch: u32,
+    done: u32,
+    failed: u32,
+    slow: u32,
+}
+
 /// What changes of state need, behind the mutex.
 #[derive(Debug)]
 struct Control {
-    /// Trips since the breaker last closed: the open duration grows with it.
+    /// Trips in a row (each reopening from half-open counts): the open duration grows with
+    /// them. Forgotten once the breaker has stayed closed for the longest open duration.
     trips: u32,
+    /// When the breaker last closed.
+    closed_at: Option<Instant>,
     rng: SmallRng,
     /// Totals at the last `reset`, subtracted from the metrics.
     metrics_base: Totals,
+    probes: Probes,
+    /// The window that opened the breaker, shown by the metrics until it closes again.
+    tripped_on: Option<Tally>,
 }
 
 /// The shared state of one breaker.
 pub(crate) struct Core {
-    word: Padded<AtomicU64>,
+    word: CachePadded<AtomicU64>,
     /// Microseconds since `base` until which the breaker stays open (written before the word
     /// that publishes OPEN).
     open_until: AtomicU64,
-    /// Count window: the sequence (sum of `closed_calls`) when the window was last cleared.
-    window_base: AtomicU64,
     base: Instant,
     cfg: Config,
-    /// `Some` when a count window is used.
-    failure_log: Log,
-    slow_log: Log,
+    rates: Rates,
     /// Slow-call threshold, if slow calls are detected.
     slow_after: Option<Duration>,
-    /// Time window: bucket width in microseconds and number of buckets.
-    bucket_us: u64,
-    buckets: u64,
-    shards: Box<[Shard]>,
+    counters: Striped<Counters>,
     control: Mutex<Control>,
     events: broadcast::Sender<StateChange>,
 }
@@ -235,63 +176,47 @@ impl fmt::Debug for Core {
         f.debug_struct("Core")
             .field("state", &self.state())
             .field("config", &self.cfg)
-            .field("stripes", &self.shards.len())
+            .field("stripes", &self.counters.len())
             .finish_non_exhaustive()
     }
 }
 
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
-
-/// A small number, distinct for each of the first threads that ask, used to pick a stripe.
-pub(crate) fn next_thread_index() -> usize {
-    NEXT_THREAD.fetch_add(1, Ordering::Relaxed)
-}
-
-/// How many stripes a breaker gets: twice the cores, a power of two, 4..=64.
-pub(crate) fn stripe_count() -> usize {
-    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-    (cores * 2).next_power_of_two().clamp(4, 64)
-}
-
 impl Core {
     pub(crate) fn new(cfg: Config, stripes: usize) -> Self {
-        let (log_len, bucket_us, buckets) = match cfg.policy {
+        let rates = match cfg.policy {
             Policy::Rate {
                 window: Window::Count { size },
                 ..
-            } => (size as usize, 0, 0),
+            } => Rates::Count(Box::new(CountWindow::new(size))),
             Policy::Rate {
                 window: Window::Time { bucket, buckets },
                 ..
-            } => (0, bucket.as_micros().max(1) as u64, u64::from(buckets)),
-            Policy::Consecutive { .. } => (0, 0, 0),
+            } => Rates::Time(TimeWindow::new(
+                u64::try_from(bucket.as_micros()).unwrap_or(u64::MAX),
+                buckets,
+                stripes,
+            )),
+            Policy::Consecutive { .. } => Rates::None,
         };
-        let shards = (0..stripes)
-            .map(|_| Shard {
-                buckets: (0..buckets).map(|_| Bucket::default()).collect(),
-                ..Shard::default()
-            })
-            .collect();
         let rng = match cfg.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_rng(&mut rand::rng()),
         };
         let (events, _) = broadcast::channel(cfg.events_capacity);
         Self {
-            word: Padded(AtomicU64::new(CLOSED)),
+            word: CachePadded(AtomicU64::new(CLOSED)),
             open_until: AtomicU64::new(0),
-            window_base: AtomicU64::new(0),
             base: Instant::now(),
             slow_after: cfg.slow().map(|s| s.duration),
-            failure_log: Log::new(log_len),
-            slow_log: Log::new(if cfg.slow().is_some() { log_len } else { 0 }),
-            bucket_us,
-            buckets,
-            shards,
+            rates,
+            counters: Striped::new(stripes, |_| Counters::default()),
             control: Mutex::new(Control {
                 trips: 0,
+                closed_at: None,
                 rng,
                 metrics_base: Totals::default(),
+                probes: Probes::default(),
+                tripped_on: None,
             }),
             events,
             cfg,
@@ -308,13 +233,15 @@ impl Core {
     /// waited.
     #[inline]
     fn needs_clock(&self, started: bool) -> bool {
-        self.bucket_us != 0 || (started && self.slow_after.is_some())
+        matches!(self.rates, Rates::Time(_)) || (started && self.slow_after.is_some())
     }
 
     #[inline]
     fn micros(&self, t: Instant) -> u64 {
         let d = t.saturating_duration_since(self.base);
-        d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+        d.as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(d.subsec_micros()))
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
@@ -325,23 +252,23 @@ impl Core {
 
     /// Decides whether a call may go through. Reads no clock unless the breaker is open.
     #[inline]
-    pub(crate) fn admit(&self, shard: usize) -> Result<Admission, CircuitOpen> {
+    pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
         let w = self.word.0.load(Ordering::Acquire);
         if state_of(w) == CLOSED {
             return Ok(Admission::Closed(epoch_of(w)));
         }
-        self.admit_slow(shard, w)
+        self.admit_slow(w)
     }
 
     #[cold]
-    fn admit_slow(&self, shard: usize, mut w: u64) -> Result<Admission, CircuitOpen> {
+    fn admit_slow(&self, mut w: u64) -> Result<Admission, CircuitOpen> {
         loop {
             match state_of(w) {
                 CLOSED => return Ok(Admission::Closed(epoch_of(w))),
                 DISABLED => return Ok(Admission::Untracked),
                 HALF_OPEN => {
                     if field_a(w) >= self.cfg.half_open_probes {
-                        return Err(self.reject(shard, None));
+                        return Err(self.reject(None));
                     }
                     match self.word.0.compare_exchange_weak(
                         w,
@@ -357,18 +284,19 @@ impl Core {
                     let now = self.micros(Instant::now());
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(self.reject(shard, Some(Duration::from_micros(until - now))));
+                        return Err(self.reject(Some(Duration::from_micros(until - now))));
                     }
                     self.transition(Some(w), HALF_OPEN);
                     w = self.word.0.load(Ordering::Acquire);
                 }
-                _ => return Err(self.reject(shard, None)),
+                _ => return Err(self.reject(None)),
             }
         }
     }
 
-    fn reject(&self, shard: usize, retry_after: Option<Duration>) -> CircuitOpen {
-        bump(&self.shards[shard].rejections);
+    fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
+        let local = self.counters.local();
+        local.cell.rejections.add(local.owner, 1);
         tracing::debug!(target: TARGET, ?retry_after, "call rejected: circuit open");
         if let Some(bus) = &self.cfg.bus {
             bus.publish(TARGET_LAYER, EventKind::Rejected { retry_after });
@@ -380,40 +308,28 @@ impl Core {
 
     /// Records a finished call. `started` is when the call was first seen waiting, if timed.
     ///
-    /// Always inlined, with one case in line: a success admitted in the closed state, still
-    /// closed in the same epoch with no failure streak (the word is then exactly the epoch),
-    /// that needs no clock (no time window, not timed). It counts one call on the stripe, as
-    /// [`Core::record`] would, and nothing else. Every other case is out of line.
+    /// Always inlined, with one case in line: a success admitted in the closed state of a
+    /// consecutive-failures breaker, still closed in the same epoch with no failure streak
+    /// (the word is then exactly the epoch), not timed. It counts one call and nothing else.
+    /// Every other case is out of line. Guarded by `benches/circuit_breaker.rs`.
     #[inline(always)]
-    pub(crate) fn finish(
-        &self,
-        shard: usize,
-        admission: Admission,
-        outcome: Outcome,
-        started: Option<Instant>,
-    ) {
+    pub(crate) fn finish(&self, admission: Admission, outcome: Outcome, started: Option<Instant>) {
         if let Admission::Closed(epoch) = admission {
-            if outcome == Outcome::Success && started.is_none() && self.bucket_us == 0 {
-                let w = self.word.0.load(Ordering::Acquire);
-                if w == u64::from(epoch) << EPOCH_SHIFT {
-                    if let Some(sh) = self.shards.get(shard) {
-                        bump(&sh.closed_calls);
-                        return;
-                    }
-                }
+            if outcome == Outcome::Success
+                && started.is_none()
+                && matches!(self.rates, Rates::None)
+                && self.word.0.load(Ordering::Acquire) == u64::from(epoch) << EPOCH_SHIFT
+            {
+                let local = self.counters.local();
+                local.cell.calls.add(local.owner, 1);
+                return;
             }
         }
-        self.finish_slow(shard, admission, outcome, started);
+        self.finish_slow(admission, outcome, started);
     }
 
     #[inline(never)]
-    fn finish_slow(
-        &self,
-        shard: usize,
-        admission: Admission,
-        outcome: Outcome,
-        started: Option<Instant>,
-    ) {
+    fn finish_slow(&self, admission: Admission, outcome: Outcome, started: Option<Instant>) {
         let now = if self.needs_clock(started.is_some()) {
             Some(Instant::now())
         } else {
@@ -425,65 +341,51 @@ impl Core {
             }
             _ => false,
         };
-        self.record(shard, admission, outcome, slow, now);
+        self.record(admission, outcome, slow, now);
     }
 
-    #[inline]
-    fn record(
-        &self,
-        shard: usize,
-        admission: Admission,
-        outcome: Outcome,
-        slow: bool,
-        now: Option<Instant>,
-    ) {
-        let sh = &self.shards[shard];
+    fn record(&self, admission: Admission, outcome: Outcome, slow: bool, now: Option<Instant>) {
+        let local = self.counters.local();
+        let (c, owner) = (local.cell, local.owner);
         if outcome == Outcome::Ignored {
-            sh.ignored.fetch_add(1, Ordering::Relaxed);
+            c.ignored.add(owner, 1);
             if let Admission::Probe(epoch) = admission {
                 self.release_probe(epoch);
             }
             return;
         }
         let failed = outcome.is_failure();
+        c.calls.add(owner, 1);
         if failed {
-            sh.failures.fetch_add(1, Ordering::Relaxed);
+            c.failures.add(owner, 1);
         }
         if slow {
-            sh.slow.fetch_add(1, Ordering::Relaxed);
+            c.slow.add(owner, 1);
         }
         match admission {
-            Admission::Untracked => {
-                bump(&sh.other_calls);
-            }
-            Admission::Probe(epoch) => {
-                bump(&sh.other_calls);
-                self.record_probe(epoch, failed || slow);
-            }
+            Admission::Untracked => {}
+            Admission::Probe(epoch) => self.record_probe(epoch, failed, slow),
             Admission::Closed(epoch) => {
                 let w = self.word.0.load(Ordering::Acquire);
                 if !same_phase(w, CLOSED, epoch) {
                     // Admitted before the breaker changed state: too late to count.
-                    bump(&sh.other_calls);
                     return;
                 }
-                bump(&sh.closed_calls);
-                match self.cfg.policy {
-                    Policy::Consecutive { n } => self.record_consecutive(w, epoch, failed, n),
-                    Policy::Rate {
-                        window: Window::Count { size },
-                        ..
-                    } => {
-                        if failed || slow {
-                            self.record_count_window(w, failed, slow, size);
-                        }
+                let tally = match (&self.rates, self.cfg.policy) {
+                    (Rates::None, Policy::Consecutive { n }) => {
+                        self.record_consecutive(w, epoch, failed, n);
+                        None
                     }
-                    Policy::Rate {
-                        window: Window::Time { .. },
-                        ..
-                    } => {
+                    (Rates::Count(window), _) => window.record(failed, slow),
+                    (Rates::Time(window), _) => {
                         let now = now.map_or(0, |t| self.micros(t));
-                        self.record_time_window(sh, w, failed, slow, now);
+                        window.record(stripe::thread_number(), epoch, now, failed, slow)
+                    }
+                    (Rates::None, Policy::Rate { .. }) => None,
+                };
+                if let Some(tally) = tally {
+                    if self.rate_trips(tally) {
+                        self.trip(w, tally);
                     }
                 }
             }
@@ -520,36 +422,8 @@ impl Core {
         }
     }
 
-    /// The count window's current sequence number and the lowest one outside the window.
-    fn count_window_bounds(&self, size: u32) -> (u64, u64) {
-        let seq: u64 = self
-            .shards
-            .iter()
-            .map(|s| s.closed_calls.load(Ordering::Acquire))
-            .sum();
-        let base = self.window_base.load(Ordering::Acquire);
-        let low = seq.saturating_sub(u64::from(size)).max(base);
-        (seq, low)
-    }
-
-    #[cold]
-    fn record_count_window(&self, w: u64, failed: bool, slow: bool, size: u32) {
-        let (seq, low) = self.count_window_bounds(size);
-        if failed {
-            self.failure_log.push(seq);
-        }
-        if slow {
-            self.slow_log.push(seq);
-        }
-        let calls = seq.saturating_sub(low);
-        let failures = self.failure_log.count_above(low);
-        let slows = self.slow_log.count_above(low);
-        if self.rate_trips(calls, failures, slows) {
-            self.transition(Some(w), OPEN);
-        }
-    }
-
-    fn rate_trips(&self, calls: u64, failures: u64, slows: u64) -> bool {
+    /// Whether a closed window's rates trip the breaker.
+    fn rate_trips(&self, t: Tally) -> bool {
         let Policy::Rate {
             failure_rate,
             minimum_calls,
@@ -559,108 +433,64 @@ impl Core {
         else {
             return false;
         };
-        if calls == 0 || calls < u64::from(minimum_calls) {
+        if t.calls == 0 || t.calls < u64::from(minimum_calls) {
             return false;
         }
-        let calls = calls as f64;
-        (failures > 0 && failures as f64 / calls >= failure_rate)
-            || matches!(slow, Some(s) if slows > 0 && slows as f64 / calls >= s.rate)
+        reaches(t.failures, t.calls, failure_rate)
+            || matches!(slow, Some(s) if reaches(t.slow, t.calls, s.rate))
     }
 
-    fn bucket_id(&self, w: u64, now_us: u64) -> (u64, u64) {
-        let bucket = (now_us / self.bucket_us) & BUCKET_MASK;
-        let tag = u64::from(epoch_of(w) & 0xFFFF);
-        (bucket, tag << 48 | bucket)
-    }
-
-    /// The bucket number of `now_us` (as [`Core::bucket_id`] finds it) and its place in the
-    /// ring: the stripe's last bucket when `now_us` still falls in it (a multiply and two
-    /// compares), else found with two divisions and remembered.
-    #[inline]
-    fn bucket_of(&self, sh: &Shard, now_us: u64) -> (u64, usize) {
-        let hint = sh.bucket_hint.load(Ordering::Relaxed);
-        let bucket = hint >> 16;
-        if let Some(low) = bucket.checked_mul(self.bucket_us) {
-            if now_us >= low && now_us - low < self.bucket_us {
-                return (bucket, (hint & 0xFFFF) as usize);
-            }
-        }
-        let bucket = (now_us / self.bucket_us) & BUCKET_MASK;
-        let ring = bucket % self.buckets;
-        sh.bucket_hint.store(bucket << 16 | ring, Ordering::Relaxed);
-        (bucket, ring as usize)
-    }
-
-    fn record_time_window(&self, sh: &Shard, w: u64, failed: bool, slow: bool, now_us: u64) {
-        let (bucket, ring) = self.bucket_of(sh, now_us);
-        let id = u64::from(epoch_of(w) & 0xFFFF) << 48 | bucket;
-        let slot = &sh.buckets[ring];
-        if slot.id.load(Ordering::Acquire) != id {
-            slot.calls.store(0, Ordering::Relaxed);
-            slot.failures.store(0, Ordering::Relaxed);
-            slot.slow.store(0, Ordering::Relaxed);
-            slot.id.store(id, Ordering::Release);
-        }
-        slot.calls.store(
-            slot.calls.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
-        if failed {
-            slot.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        if slow {
-            slot.slow.fetch_add(1, Ordering::Relaxed);
-        }
-        if failed || slow {
-            let (calls, failures, slows) = self.time_window_sums(w, now_us);
-            if self.rate_trips(calls, failures, slows) {
-                self.transition(Some(w), OPEN);
-            }
+    /// Opens the breaker from the closed state `w`, remembering the window that tripped it.
+    fn trip(&self, w: u64, tally: Tally) {
+        let mut control = lock(&self.control);
+        if self.transition_locked(&mut control, Some(w), OPEN) {
+            control.tripped_on = Some(tally);
         }
     }
 
-    /// Calls, failures and slow calls of the time window ending at `now_us`.
-    fn time_window_sums(&self, w: u64, now_us: u64) -> (u64, u64, u64) {
-        let (bucket, id) = self.bucket_id(w, now_us);
-        let tag = id >> 48;
-        let (mut calls, mut failures, mut slows) = (0u64, 0u64, 0u64);
-        for sh in self.shards.iter() {
-            for slot in sh.buckets.iter() {
-                let id = slot.id.load(Ordering::Acquire);
-                let b = id & BUCKET_MASK;
-                if id >> 48 == tag && b <= bucket && b + self.buckets > bucket {
-                    calls += u64::from(slot.calls.load(Ordering::Relaxed));
-                    failures += u64::from(slot.failures.load(Ordering::Relaxed));
-                    slows += u64::from(slot.slow.load(Ordering::Relaxed));
-                }
-            }
+    /// Tallies a probe's outcome and decides half-open as soon as the outcomes so far settle
+    /// it: reopen once the failed (or slow) probes reach the threshold's share of all probes
+    /// whatever the others do; close once they cannot.
+    fn record_probe(&self, epoch: u32, failed: bool, slow: bool) {
+        let mut control = lock(&self.control);
+        let w = self.word.0.load(Ordering::Acquire);
+        if !same_phase(w, HALF_OPEN, epoch) {
+            return;
         }
-        (calls, failures, slows)
-    }
-
-    fn record_probe(&self, epoch: u32, bad: bool) {
-        let mut w = self.word.0.load(Ordering::Acquire);
-        loop {
-            if !same_phase(w, HALF_OPEN, epoch) {
-                return;
+        if control.probes.epoch != epoch {
+            control.probes = Probes {
+                epoch,
+                ..Probes::default()
+            };
+        }
+        let p = &mut control.probes;
+        p.done += 1;
+        p.failed += u32::from(failed);
+        p.slow += u32::from(slow);
+        let n = u64::from(self.cfg.half_open_probes);
+        let left = n.saturating_sub(u64::from(p.done));
+        let (failed, slow) = (u64::from(p.failed), u64::from(p.slow));
+        let (failure_rate, slow_rate) = match self.cfg.policy {
+            Policy::Rate {
+                failure_rate, slow, ..
+            } => (failure_rate, slow.map(|s| s.rate)),
+            Policy::Consecutive { .. } => (CONSECUTIVE_PROBE_RATE, None),
+        };
+        let tally = Tally {
+            calls: u64::from(p.done),
+            failures: failed,
+            slow,
+        };
+        let reopen =
+            reaches(failed, n, failure_rate) || slow_rate.is_some_and(|r| reaches(slow, n, r));
+        let close = !reaches(failed + left, n, failure_rate)
+            && !slow_rate.is_some_and(|r| reaches(slow + left, n, r));
+        if reopen {
+            if self.transition_locked(&mut control, Some(w), OPEN) {
+                control.tripped_on = Some(tally);
             }
-            if bad {
-                self.transition(Some(w), OPEN);
-                return;
-            }
-            if field_b(w) + 1 >= self.cfg.half_open_probes {
-                self.transition(Some(w), CLOSED);
-                return;
-            }
-            match self.word.0.compare_exchange_weak(
-                w,
-                w + B_ONE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                Err(now) => w = now,
-            }
+        } else if close {
+            self.transition_locked(&mut control, Some(w), CLOSED);
         }
     }
 
@@ -692,13 +522,20 @@ impl Core {
         if open.jitter > 0.0 {
             secs *= 1.0 - open.jitter * control.rng.random::<f64>();
         }
-        Duration::from_secs_f64(secs).max(Duration::from_micros(1))
+        // `try_from`: a NaN or an overflow (refused by the builder) must not panic here.
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(open.max)
+            .max(Duration::from_micros(1))
     }
 
     /// Moves to state `to`. With `expect`, only if the breaker is still in `expect`'s state and
     /// epoch (someone else may have moved it first); returns whether it moved.
     pub(crate) fn transition(&self, expect: Option<u64>, to: u64) -> bool {
-        let mut control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut control = lock(&self.control);
+        self.transition_locked(&mut control, expect, to)
+    }
+
+    fn transition_locked(&self, control: &mut Control, expect: Option<u64>, to: u64) -> bool {
         let mut cur = self.word.0.load(Ordering::Acquire);
         if let Some(e) = expect {
             if !same_phase(cur, state_of(e), epoch_of(e)) {
@@ -707,20 +544,28 @@ impl Core {
         }
         let from = state_of(cur);
         let mut open_for = None;
+        let now = Instant::now();
         match to {
             OPEN => {
+                let healthy_for = control.closed_at.map(|t| now.saturating_duration_since(t));
+                if from == CLOSED && healthy_for.is_some_and(|d| d >= self.cfg.open.max) {
+                    control.trips = 0;
+                }
                 control.trips = control.trips.saturating_add(1);
-                let d = self.open_duration(&mut control);
-                let now = self.micros(Instant::now());
-                self.open_until
-                    .store(now.saturating_add(d.as_micros() as u64), Ordering::Release);
+                let d = self.open_duration(control);
+                let until = self
+                    .micros(now)
+                    .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                self.open_until.store(until, Ordering::Release);
                 open_for = Some(d);
             }
             CLOSED => {
-                control.trips = 0;
+                control.closed_at = Some(now);
+                control.tripped_on = None;
                 // A fresh count window; a time window is fresh through the new epoch's tag.
-                let (seq, _) = self.count_window_bounds(0);
-                self.window_base.store(seq, Ordering::Release);
+                if let Rates::Count(window) = &self.rates {
+                    window.clear();
+                }
             }
             _ => {}
         }
@@ -748,16 +593,15 @@ impl Core {
                 bus.publish(TARGET_LAYER, EventKind::StateChanged { from, to, open_for });
             }
         }
-        drop(control);
         true
     }
 
-    pub(crate) fn reset_metrics(&self) {
-        let totals = self.totals();
-        self.control
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .metrics_base = totals;
+    /// Forgets past trips (the open duration starts over) and zeroes the metrics.
+    pub(crate) fn reset(&self) {
+        let mut control = lock(&self.control);
+        self.transition_locked(&mut control, None, CLOSED);
+        control.trips = 0;
+        control.metrics_base = self.totals();
     }
 
     // ----- observation -------------------------------------------------------------------
@@ -767,51 +611,39 @@ impl Core {
     }
 
     fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for s in self.shards.iter() {
-            t.calls +=
-                s.closed_calls.load(Ordering::Relaxed) + s.other_calls.load(Ordering::Relaxed);
-            t.ignored += s.ignored.load(Ordering::Relaxed);
-            t.failures += s.failures.load(Ordering::Relaxed);
-            t.slow += s.slow.load(Ordering::Relaxed);
-            t.rejections += s.rejections.load(Ordering::Relaxed);
+        let sum = |f: fn(&Counters) -> &Counter| stripe::sum(&self.counters, f);
+        Totals {
+            calls: sum(|c| &c.calls),
+            ignored: sum(|c| &c.ignored),
+            failures: sum(|c| &c.failures),
+            slow: sum(|c| &c.slow),
+            rejections: sum(|c| &c.rejections),
         }
-        t
     }
 
+    /// The counters, and the window: the live one while closed, the one that opened the
+    /// breaker while it is open or half-open.
     pub(crate) fn metrics(&self) -> Metrics {
+        let (base, tripped_on) = {
+            let control = lock(&self.control);
+            (control.metrics_base, control.tripped_on)
+        };
         let w = self.word.0.load(Ordering::Acquire);
-        let base = self
-            .control
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .metrics_base;
         let t = self.totals();
         let calls = t.calls.saturating_sub(base.calls);
         let failures = t.failures.saturating_sub(base.failures);
-        let rate = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-        let (window_calls, failure_rate, slow_call_rate) = match self.cfg.policy {
-            Policy::Consecutive { .. } => (calls, rate(failures, calls), 0.0),
-            Policy::Rate {
-                window: Window::Count { size },
-                ..
-            } => {
-                let (seq, low) = self.count_window_bounds(size);
-                let n = seq.saturating_sub(low);
-                (
-                    n,
-                    rate(self.failure_log.count_above(low), n),
-                    rate(self.slow_log.count_above(low), n),
-                )
-            }
-            Policy::Rate {
-                window: Window::Time { .. },
-                ..
-            } => {
-                let (n, f, s) = self.time_window_sums(w, self.micros(Instant::now()));
-                (n, rate(f, n), rate(s, n))
-            }
+        let window = match (&self.rates, state_of(w)) {
+            // No window: the counts since the start.
+            (Rates::None, _) => Tally {
+                calls,
+                failures,
+                slow: 0,
+            },
+            (Rates::Count(window), CLOSED) => window.tally(),
+            (Rates::Time(window), CLOSED) => window.tally(epoch_of(w), self.micros(Instant::now())),
+            (_, _) => tripped_on.unwrap_or_default(),
         };
+        let rate = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
         let retry_after = if state_of(w) == OPEN {
             let now = self.micros(Instant::now());
             Some(Duration::from_micros(
@@ -835,10 +667,15 @@ impl Core {
             } else {
                 0
             },
-            window_calls,
-            failure_rate,
-            slow_call_rate,
+            window_calls: window.calls,
+            failure_rate: rate(window.failures, window.calls),
+            slow_call_rate: rate(window.slow, window.calls),
             retry_after,
         }
     }
+}
+
+/// Whether `n` of `of` reaches the share `rate` (`n / of >= rate`).
+fn reaches(n: u64, of: u64, rate: f64) -> bool {
+    of > 0 && n > 0 && n as f64 / of as f64 >= rate
 }

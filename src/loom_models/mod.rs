@@ -8,4 +8,8 @@
 //!     cargo test --release --lib --all-features --target-dir target/loom loom_models
 //! ```
 
+#[cfg(feature = "circuit-breaker")]
+mod breaker_state;
+#[cfg(feature = "circuit-breaker")]
+mod breaker_window;
 mod stripe;
