@@ -106,7 +106,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
             if part % denominator != 0 {
                 return Err(too_fine());
             }
-            nanos += part / denominator;
+            nanos = nanos.checked_add(part / denominator).ok_or_else(too_long)?;
         }
         total = total.checked_add(nanos).ok_or_else(too_long)?;
         rest = after.trim_start();
@@ -295,6 +295,10 @@ mod tests {
             "99999999999999999999999999999999999999999s",
             "18446744073709551616s",
             "213503982334602d",
+            // The whole part fits in a u128 of nanoseconds, the fraction pushes it over.
+            "340282366920938463463374607431.9s",
+            "340282366920938463463374607431768211.5us",
+            "3938453320844195178974243.9d",
             "∞",
             "1秒",
         ] {
