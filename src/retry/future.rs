@@ -513,9 +513,13 @@ where
         // With a deadline, waiting for the half-open is fine while it fits. Without one, the
         // layer waits no longer than its backoff would for any other failure (the delay before
         // jitter): a breaker exists to fail fast, and an open circuit must not park a call for
-        // the breaker's whole open duration.
+        // the breaker's whole open duration. Either way no longer than `max_retry_after`, the
+        // cap on any wait the other side asks for.
         let (room, inclusive) = match deadline_at {
-            Some(at) => (at.saturating_duration_since(now), false),
+            Some(at) => match at.saturating_duration_since(now) {
+                room if room > config.max_retry_after => (config.max_retry_after, true),
+                room => (room, false),
+            },
             None => (config.backoff.exponential(attempt - 1), true),
         };
         match hint {
