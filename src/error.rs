@@ -194,6 +194,14 @@ impl<'a> Rejection<'a> {
     }
 }
 
+/// The longest duration a builder accepts for a wait, an open duration or a `retry_after` hint,
+/// and the longest `Retry-After` the HTTP face writes: one day.
+///
+/// Longer values are refused with a [`ConfigError`] (and a longer computed delay is written as
+/// this much): a day is far beyond any wait a caller sits through, and every deadline built
+/// from it stays far from the limits of the clock's arithmetic.
+pub const MAX_DELAY: Duration = Duration::from_secs(86_400);
+
 /// A builder was given a value outside what the layer can work with.
 ///
 /// The message names the layer, the field, the value given and what is allowed:
@@ -332,6 +340,36 @@ pub(crate) mod check {
     ) -> Result<(), ConfigError> {
         if value.is_zero() {
             return Err(ConfigError::new(layer, field, value, "> 0s"));
+        }
+        Ok(())
+    }
+
+    /// `value` must be a positive duration of at most [`MAX_DELAY`](super::MAX_DELAY).
+    pub(crate) fn delay(
+        layer: &'static str,
+        field: &'static str,
+        value: Duration,
+    ) -> Result<(), ConfigError> {
+        if value.is_zero() || value > super::MAX_DELAY {
+            return Err(ConfigError::new(
+                layer,
+                field,
+                value,
+                "0s < x <= 1 day (86400s)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `value` must be in `1..=max`.
+    pub(crate) fn count(
+        layer: &'static str,
+        field: &'static str,
+        value: usize,
+        max: usize,
+    ) -> Result<(), ConfigError> {
+        if value == 0 || value > max {
+            return Err(ConfigError::new(layer, field, value, format!("1..={max}")));
         }
         Ok(())
     }

@@ -75,7 +75,7 @@ impl fmt::Display for Event {
                 None => f.write_str("rejected a call"),
             },
             EventKind::Retrying { attempt, delay } => {
-                write!(f, "attempt {attempt} failed; retrying in {delay:?}")
+                write!(f, "attempt {attempt} failed; retrying after {delay:?}")
             }
             EventKind::RetryBudgetExhausted => {
                 f.write_str("retry budget empty; returning the last result")
@@ -103,16 +103,26 @@ pub enum EventKind {
         /// When the call may be tried again, where the layer knows.
         retry_after: Option<Duration>,
     },
-    /// The retry layer is about to wait `delay`, then make attempt `attempt + 1`.
+    /// The retry layer starts attempt `attempt + 1`, having waited `delay` since attempt
+    /// `attempt` failed. Published when the retry starts, not when it is scheduled: a call
+    /// dropped during its backoff, or refused by the budget when the backoff ends, publishes
+    /// none.
     Retrying {
         /// The attempt that failed, from 1.
         attempt: u32,
-        /// How long the layer waits before the next attempt.
+        /// How long the layer waited before this attempt.
         delay: Duration,
     },
     /// The retry layer wanted to retry but its budget was empty.
     RetryBudgetExhausted,
 }
+
+/// The most events a channel keeps for its slowest subscriber: an [`EventBus`]'s capacity is
+/// cut to it, and a circuit breaker's `event_capacity` above it is refused. The channel's
+/// buffer is allocated whole when it is made (rounded up to a power of two), so the bound also
+/// bounds that allocation; a subscriber that falls thousands of events behind has stopped
+/// reading, and more room would not save it.
+pub const MAX_CAPACITY: usize = 4096;
 
 /// A broadcast channel of [`Event`]s that layers publish to.
 ///
@@ -124,9 +134,10 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    /// A bus that keeps up to `capacity` events for its slowest subscriber (at least 1).
+    /// A bus that keeps up to `capacity` events for its slowest subscriber, at least 1 and at
+    /// most [`MAX_CAPACITY`] (a value outside is taken as the nearest bound).
     pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+        let (tx, _) = broadcast::channel(capacity.clamp(1, MAX_CAPACITY));
         Self { tx }
     }
 
@@ -208,6 +219,33 @@ mod tests {
             e.to_string(),
             "bulkhead search: rejected a call; retry after 1s"
         );
+    }
+
+    #[test]
+    fn capacity_is_cut_to_its_bounds() {
+        use tokio::sync::broadcast::error::TryRecvError;
+        for (asked, kept) in [
+            (0, 1),
+            (1, 1),
+            (usize::MAX, MAX_CAPACITY),
+            (1 << 62, MAX_CAPACITY),
+        ] {
+            let bus = EventBus::new(asked);
+            let mut rx = bus.subscribe();
+            let source = bus.source("x");
+            for _ in 0..=kept {
+                source.publish("retry", EventKind::RetryBudgetExhausted);
+            }
+            // One more than the capacity: the oldest is lost, the rest are kept.
+            assert!(
+                matches!(rx.try_recv(), Err(TryRecvError::Lagged(1))),
+                "{asked}"
+            );
+            for _ in 0..kept {
+                rx.try_recv().unwrap();
+            }
+            assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)), "{asked}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use seawall::bulkhead::{BulkheadHandle, BulkheadLayer};
-use seawall::error::BulkheadFull;
+use seawall::error::{BulkheadFull, MAX_DELAY};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
@@ -91,6 +91,53 @@ fn bad_queue_settings_are_config_errors() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "max_concurrent");
+}
+
+#[test]
+fn waits_and_hints_beyond_a_day_are_config_errors() {
+    let over = MAX_DELAY + Duration::from_nanos(1);
+    for huge in [over, Duration::from_secs(u64::MAX), Duration::MAX] {
+        let err = BulkheadLayer::builder().max_wait(huge).build().unwrap_err();
+        assert_eq!(err.field(), "max_wait");
+        assert!(err.allowed().contains("1 day"), "{err}");
+        let err = BulkheadLayer::builder()
+            .retry_after(huge)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "retry_after");
+    }
+    let err = BulkheadLayer::builder()
+        .retry_after(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "retry_after");
+    BulkheadLayer::builder()
+        .max_wait(MAX_DELAY)
+        .retry_after(MAX_DELAY)
+        .max_waiting(usize::MAX)
+        .build()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_of_a_day_expires_after_a_day() {
+    let layer = waiting(1, MAX_DELAY);
+    let handle = layer.handle();
+    let mut svc = layer.layer(sleeper());
+    let first = svc.ready().await.unwrap().call(MAX_DELAY * 2);
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(is_full(&err));
+    assert_eq!(start.elapsed(), MAX_DELAY);
+    assert_eq!(handle.metrics().expired, 1);
+    drop(first);
+    assert_quiet(&handle);
 }
 
 #[test]

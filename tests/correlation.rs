@@ -184,7 +184,7 @@ async fn several_header_names_in_order_of_preference() {
         .build()
         .unwrap();
 
-    // Only the second name: kept, and echoed under that name.
+    // Only the second name: the id, passed on and echoed under the first name only.
     let (seen, inner) = recording();
     let res = layer
         .layer(inner)
@@ -194,9 +194,12 @@ async fn several_header_names_in_order_of_preference() {
         ))
         .await
         .unwrap();
-    assert_eq!(res.headers()["x-request-id"], "rid-1");
-    assert!(res.headers().get("x-correlation-id").is_none());
-    assert_eq!(seen.lock().unwrap().extension.clone().unwrap(), "rid-1");
+    assert_eq!(id_of(&res), "rid-1");
+    assert!(res.headers().get("x-request-id").is_none());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.extension.unwrap(), "rid-1");
+    assert_eq!(seen.headers["x-correlation-id"], "rid-1");
+    assert!(seen.headers.get("x-request-id").is_none());
 
     // Both: the first name wins.
     let (seen, inner) = recording();
@@ -205,7 +208,10 @@ async fn several_header_names_in_order_of_preference() {
         .insert("x-correlation-id", HeaderValue::from_static("cid-2"));
     let res = layer.layer(inner).oneshot(req).await.unwrap();
     assert_eq!(id_of(&res), "cid-2");
-    assert_eq!(seen.lock().unwrap().current.clone().unwrap(), "cid-2");
+    assert!(res.headers().get("x-request-id").is_none());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.current.unwrap(), "cid-2");
+    assert!(seen.headers.get("x-request-id").is_none(), "rid-2 dropped");
 
     // The first is invalid, the second valid: the second wins and replaces the first.
     let (seen, inner) = recording();
@@ -213,11 +219,14 @@ async fn several_header_names_in_order_of_preference() {
     req.headers_mut()
         .insert("x-correlation-id", HeaderValue::from_static("bad value"));
     let res = layer.layer(inner).oneshot(req).await.unwrap();
-    assert_eq!(res.headers()["x-request-id"], "rid-3");
+    assert_eq!(id_of(&res), "rid-3");
+    assert!(res.headers().get("x-request-id").is_none());
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.extension.unwrap(), "rid-3");
     assert_eq!(seen.headers["x-correlation-id"], "rid-3");
-    assert_eq!(layer.handle().rejected(), 1);
+    assert!(seen.headers.get("x-request-id").is_none());
+    // rid-2 (a valid id not chosen) and "bad value" (refused).
+    assert_eq!(layer.handle().rejected(), 2);
 
     // Neither: a new id under the first name.
     let (seen, inner) = recording();
@@ -229,6 +238,104 @@ async fn several_header_names_in_order_of_preference() {
     assert!(is_uuid_v4(id_of(&res)));
     assert!(res.headers().get("x-request-id").is_none());
     assert_eq!(seen.lock().unwrap().header.clone().unwrap(), id_of(&res));
+}
+
+#[tokio::test]
+async fn every_value_of_a_repeated_header_is_checked_and_only_the_first_valid_one_passes() {
+    let layer = CorrelationIdLayer::new();
+    let hostile = [
+        HeaderValue::from_static("evil value\" injected=1"),
+        HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        HeaderValue::from_static(""),
+    ];
+    // A valid id first, then hostile values and a second, different valid id.
+    let (seen, inner) = recording();
+    let mut req = request_with("x-correlation-id", HeaderValue::from_static("good-1"));
+    for v in &hostile {
+        req.headers_mut().append("x-correlation-id", v.clone());
+    }
+    req.headers_mut()
+        .append("x-correlation-id", HeaderValue::from_static("good-2"));
+    req.headers_mut()
+        .append("x-correlation-id", HeaderValue::from_static("good-1"));
+    let res = layer.layer(inner).oneshot(req).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let values: Vec<_> = seen.headers.get_all("x-correlation-id").iter().collect();
+    assert_eq!(
+        values,
+        ["good-1"],
+        "the handler sees the first valid id only"
+    );
+    assert_eq!(seen.extension.unwrap(), "good-1");
+    assert_eq!(res.headers().get_all("x-correlation-id").iter().count(), 1);
+    assert_eq!(id_of(&res), "good-1");
+    // Three hostile values and good-2; the repeat of good-1 is not a drop.
+    assert_eq!(layer.handle().rejected(), 4);
+
+    // Hostile values first: the first valid one after them wins all the same.
+    let (seen, inner) = recording();
+    let mut req = request_with("x-correlation-id", hostile[0].clone());
+    req.headers_mut()
+        .append("x-correlation-id", hostile[1].clone());
+    req.headers_mut()
+        .append("x-correlation-id", HeaderValue::from_static("good-3"));
+    let res = layer.layer(inner).oneshot(req).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let values: Vec<_> = seen.headers.get_all("x-correlation-id").iter().collect();
+    assert_eq!(values, ["good-3"]);
+    assert_eq!(id_of(&res), "good-3");
+
+    // Only hostile values: one new id.
+    let (seen, inner) = recording();
+    let mut req = request_with("x-correlation-id", hostile[0].clone());
+    req.headers_mut()
+        .append("x-correlation-id", hostile[1].clone());
+    let res = layer.layer(inner).oneshot(req).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.headers.get_all("x-correlation-id").iter().count(), 1);
+    assert!(is_uuid_v4(id_of(&res)));
+    assert_eq!(seen.header.unwrap(), id_of(&res));
+}
+
+#[tokio::test]
+async fn every_configured_name_is_checked_and_the_response_carries_one_id_under_the_first() {
+    let layer = CorrelationIdLayer::builder()
+        .header_names([HeaderName::from_static("x-correlation-id"), X_REQUEST_ID])
+        .build()
+        .unwrap();
+    // An invalid value under the second name, next to a valid first: dropped, not passed on.
+    let (seen, inner) = recording();
+    let mut req = request_with("x-correlation-id", HeaderValue::from_static("cid"));
+    req.headers_mut()
+        .append("x-request-id", HeaderValue::from_static("evil value"));
+    req.headers_mut()
+        .append("x-request-id", HeaderValue::from_static("rid"));
+    let res = layer.layer(inner).oneshot(req).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.headers.get("x-request-id").is_none());
+    assert_eq!(seen.headers["x-correlation-id"], "cid");
+    assert_eq!(id_of(&res), "cid");
+    assert_eq!(layer.handle().rejected(), 2);
+
+    // The inner service puts ids of its own under both names: the echo leaves one.
+    let svc = layer.layer(service_fn(|_: Request<String>| async {
+        let mut res = Response::new(String::new());
+        res.headers_mut()
+            .insert("x-correlation-id", HeaderValue::from_static("inner-1"));
+        res.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("inner-2"));
+        Ok::<_, Infallible>(res)
+    }));
+    let res = svc
+        .oneshot(request_with(
+            "x-request-id",
+            HeaderValue::from_static("rid"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get_all("x-correlation-id").iter().count(), 1);
+    assert_eq!(id_of(&res), "rid");
+    assert!(res.headers().get("x-request-id").is_none());
 }
 
 #[tokio::test]

@@ -125,6 +125,32 @@ async fn long_invalid_id_is_logged_escaped_and_cut() {
 }
 
 #[tokio::test]
+async fn every_value_dropped_is_named_in_an_event() {
+    let (capture, _guard) = Capture::install();
+    let (_, inner) = recording();
+    let mut req = request_with("x-correlation-id", HeaderValue::from_static("kept-1"));
+    for v in ["other-2", "bad value", "kept-1"] {
+        req.headers_mut()
+            .append("x-correlation-id", HeaderValue::from_static(v));
+    }
+    let res = CorrelationIdLayer::new()
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(id_of(&res), "kept-1");
+    let conflicting = capture.events_with_message("conflicting incoming correlation id dropped");
+    assert_eq!(conflicting.len(), 1, "{:?}", capture.events());
+    assert_eq!(conflicting[0].fields["dropped"], "other-2");
+    assert_eq!(conflicting[0].fields["kept"], "kept-1");
+    assert_eq!(conflicting[0].fields["header"], "x-correlation-id");
+    let invalid = capture.events_with_message("invalid incoming correlation id replaced");
+    assert_eq!(invalid.len(), 1, "{:?}", capture.events());
+    assert_eq!(invalid[0].fields["rejected"], "bad\\x20value");
+    assert_eq!(invalid[0].fields["replacement"], "kept-1");
+}
+
+#[tokio::test]
 async fn id_is_a_field_of_the_span_around_the_inner_call() {
     let (capture, _guard) = Capture::install();
     let svc = CorrelationIdLayer::new().layer(service_fn(|_: Request<String>| {

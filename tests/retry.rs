@@ -465,6 +465,79 @@ async fn the_budget_refuses_retries_beyond_its_ratio_under_concurrency() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_dropped_during_its_backoff_counts_no_retry_and_spends_no_token() {
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder()
+        .max_attempts(5)
+        .initial_delay(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let log = Log::default();
+    let mut svc = layer.layer(flaky(&log, usize::MAX));
+    for calls in 1..=4 {
+        let call = svc.ready().await.unwrap().call(());
+        // The first attempt fails at once; the call is dropped 50 ms into its 100 ms backoff.
+        let cut = tokio::time::timeout(Duration::from_millis(50), call).await;
+        assert!(cut.is_err(), "still in its backoff");
+        assert_eq!(log.count(), calls);
+    }
+    drop(svc); // publishes the first attempts counted by this clone
+    let m = handle.metrics();
+    assert_eq!((m.attempts, m.retries), (4, 0), "{m:?}");
+    assert_eq!(m.attempts, log.count() as u64);
+    assert_eq!(budget.available(), 2, "no token spent");
+
+    // A retry that does start is counted, and spends its token, when it starts.
+    let mut svc = layer.layer(flaky(&log, usize::MAX));
+    let call = svc.ready().await.unwrap().call(());
+    let cut = tokio::time::timeout(Duration::from_millis(150), call).await;
+    assert!(cut.is_err(), "in its second backoff");
+    assert_eq!(log.count(), 6);
+    assert_eq!(handle.metrics().retries, 1);
+    assert_eq!(budget.available(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_spent_during_the_backoff_refuses_at_the_start_and_returns_the_last_result() {
+    // One token; two calls fail together, both see it, both wait: the first to start takes it.
+    let budget = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(1)
+        .ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .initial_delay(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let svc = layer.layer(flaky(&log, 2));
+    let (a, b) = tokio::join!(svc.clone().oneshot(()), svc.oneshot(()));
+    let mut answers = [a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string())];
+    answers.sort();
+    assert_eq!(answers, [Ok(2), Err("refused".to_string())]);
+    let m = layer.handle().metrics();
+    assert_eq!(
+        (m.attempts, m.retries, m.budget_rejections),
+        (3, 1, 1),
+        "{m:?}"
+    );
+    assert_eq!(log.count(), 3);
+    assert_eq!(budget.available(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_budget_floor_allows_retries_with_no_traffic_yet() {
     let budget = RetryBudget::builder()
         .ratio(0.0)

@@ -86,15 +86,7 @@ impl BulkheadHandle {
     /// A [`ConfigError`] when `max_concurrent` is zero or above `isize::MAX / 4`; the limit is
     /// then left as it was.
     pub fn set_max_concurrent(&self, max_concurrent: usize) -> Result<(), ConfigError> {
-        check::nonzero("bulkhead", "max_concurrent", max_concurrent as u64)?;
-        if max_concurrent > MAX_CAPACITY {
-            return Err(ConfigError::new(
-                "bulkhead",
-                "max_concurrent",
-                max_concurrent,
-                format!("1..={MAX_CAPACITY}"),
-            ));
-        }
+        check::count("bulkhead", "max_concurrent", max_concurrent, MAX_CAPACITY)?;
         self.shared.set_capacity(max_concurrent);
         Ok(())
     }

@@ -98,7 +98,8 @@ impl BulkheadBuilder {
     /// with [`BulkheadFull`](crate::error::BulkheadFull). Waiting is first come, first served,
     /// and happens inside the response future.
     ///
-    /// Default zero: reject at once (reject mode, the fastest path).
+    /// Default zero: reject at once (reject mode, the fastest path). At most a day
+    /// ([`MAX_DELAY`](crate::error::MAX_DELAY)).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
@@ -113,7 +114,8 @@ impl BulkheadBuilder {
 
     /// A `retry_after` hint to put on every rejection (and so a `Retry-After` header with the
     /// HTTP face), typically your calls' usual duration. Default none: a bulkhead frees a permit
-    /// when some call ends, which it cannot foresee, so it does not guess.
+    /// when some call ends, which it cannot foresee, so it does not guess. `0s < x <= 1 day`
+    /// ([`MAX_DELAY`](crate::error::MAX_DELAY)).
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = Some(retry_after);
         self
@@ -130,20 +132,19 @@ impl BulkheadBuilder {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the field when `max_concurrent` is zero or above
-    /// `isize::MAX / 4`, when `max_waiting` is zero, or when `max_waiting` is set without a
+    /// `isize::MAX / 4`, when `max_wait` is longer than a day, when `retry_after` is zero or
+    /// longer than a day, when `max_waiting` is zero, or when `max_waiting` is set without a
     /// `max_wait`.
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
-        check::nonzero(LAYER, "max_concurrent", self.max_concurrent as u64)?;
-        if self.max_concurrent > MAX_CAPACITY {
-            return Err(ConfigError::new(
-                LAYER,
-                "max_concurrent",
-                self.max_concurrent,
-                format!("1..={MAX_CAPACITY}"),
-            ));
+        check::count(LAYER, "max_concurrent", self.max_concurrent, MAX_CAPACITY)?;
+        if !self.max_wait.is_zero() {
+            check::delay(LAYER, "max_wait", self.max_wait)?;
+        }
+        if let Some(retry_after) = self.retry_after {
+            check::delay(LAYER, "retry_after", retry_after)?;
         }
         if let Some(n) = self.max_waiting {
-            check::nonzero(LAYER, "max_waiting", n as u64)?;
+            check::count(LAYER, "max_waiting", n, usize::MAX)?;
             if self.max_wait.is_zero() {
                 return Err(ConfigError::new(
                     LAYER,

@@ -113,12 +113,10 @@ impl<S> Bulkhead<S> {
         // next.
         let fresh = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, fresh);
-        Waiting::new(
-            Arc::clone(&self.shared),
-            node,
-            service,
-            req,
-            tokio::time::Instant::now() + max_wait,
-        )
+        // `max_wait` is at most a day (the builder's bound), which any clock can add; were it
+        // not, the wait would expire at once rather than panic at call time.
+        let now = tokio::time::Instant::now();
+        let until = now.checked_add(max_wait).unwrap_or(now);
+        Waiting::new(Arc::clone(&self.shared), node, service, req, until)
     }
 }

@@ -3,7 +3,7 @@
 use super::layer::CircuitBreakerLayer;
 use crate::classify::ErrorsAsFailures;
 use crate::error::{check, ConfigError};
-use crate::events::EventSource;
+use crate::events::{EventSource, MAX_CAPACITY};
 use std::time::Duration;
 
 const LAYER: &str = "circuit_breaker";
@@ -96,9 +96,12 @@ impl Config {
 /// # Errors
 ///
 /// [`build`](Self::build) returns a [`ConfigError`] naming the field for: zero sizes, counts or
-/// durations; rates outside `0.0 < x <= 1.0` or NaN; a growth multiplier below 1; a maximum
-/// open duration below the base; jitter outside `0.0 <= x < 1.0`; a policy given twice
-/// (consecutive failures and a failure rate); slow-call detection without a window.
+/// durations; an open duration, a maximum open duration or a time window longer than a day
+/// ([`MAX_DELAY`](crate::error::MAX_DELAY)); an event capacity above
+/// [`MAX_CAPACITY`](crate::events::MAX_CAPACITY) (4096); rates outside `0.0 < x <= 1.0` or NaN;
+/// a growth multiplier below 1, infinite or NaN; a maximum open duration below the base; jitter
+/// outside `0.0 <= x < 1.0`; a policy given twice (consecutive failures and a failure rate);
+/// slow-call detection without a window.
 #[derive(Debug, Clone)]
 pub struct Builder<C = ErrorsAsFailures> {
     consecutive: Option<u32>,
@@ -162,7 +165,8 @@ impl<C> Builder<C> {
     }
 
     /// Look at the calls of the last `length`, kept in `buckets` buckets of `length / buckets`
-    /// each: the window slides one bucket at a time. Costs one clock read per call.
+    /// each: the window slides one bucket at a time. Costs one clock read per call. `length`
+    /// is at most a day, `buckets` `1..=1000`, and a bucket at least 1 µs.
     pub fn time_window(mut self, length: Duration, buckets: u32) -> Self {
         self.time_window = Some((length, buckets));
         self.count_window = None;
@@ -188,14 +192,16 @@ impl<C> Builder<C> {
         self
     }
 
-    /// How long the breaker stays open before letting probes through. Default 60 s.
+    /// How long the breaker stays open before letting probes through, `0s < x <= 1 day`
+    /// ([`MAX_DELAY`](crate::error::MAX_DELAY)). Default 60 s.
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.open_duration = duration;
         self
     }
 
     /// Grow the open duration by `multiplier` (`>= 1.0`) on every trip that follows a failed
-    /// half-open, up to `max`. A close resets it. Off by default.
+    /// half-open, up to `max` (from the open duration up to a day). A close resets it. Off by
+    /// default.
     pub fn open_duration_growth(mut self, multiplier: f64, max: Duration) -> Self {
         self.growth = Some((multiplier, max));
         self
@@ -225,7 +231,9 @@ impl<C> Builder<C> {
     }
 
     /// How many state-change events a slow subscriber may lag behind before it misses some
-    /// (see [`tokio::sync::broadcast`]). Default 64.
+    /// (see [`tokio::sync::broadcast`]), `1..=4096`
+    /// ([`MAX_CAPACITY`](crate::events::MAX_CAPACITY)); the buffer is allocated when the
+    /// breaker is built. Default 64.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.events_capacity = n;
         self
@@ -301,7 +309,7 @@ impl<C> Builder<C> {
                 check::nonzero(LAYER, "minimum_calls", self.minimum_calls.into())?;
                 let (window, minimum_calls) = match self.time_window {
                     Some((length, buckets)) => {
-                        check::positive(LAYER, "time_window", length)?;
+                        check::delay(LAYER, "time_window", length)?;
                         if buckets == 0 || buckets > MAX_BUCKETS {
                             return Err(ConfigError::new(
                                 LAYER,
@@ -350,7 +358,7 @@ impl<C> Builder<C> {
                 }
             }
         };
-        check::positive(LAYER, "open_duration", self.open_duration)?;
+        check::delay(LAYER, "open_duration", self.open_duration)?;
         let (multiplier, max) = match self.growth {
             Some((multiplier, max)) => {
                 if !(multiplier.is_finite() && multiplier >= 1.0) {
@@ -361,6 +369,7 @@ impl<C> Builder<C> {
                         "a finite multiplier >= 1.0",
                     ));
                 }
+                check::delay(LAYER, "open_duration_growth", max)?;
                 check::ordered(
                     LAYER,
                     "open_duration",
@@ -381,7 +390,7 @@ impl<C> Builder<C> {
             ));
         }
         small_count("half_open_probes", self.probes)?;
-        check::nonzero(LAYER, "event_capacity", self.events_capacity as u64)?;
+        check::count(LAYER, "event_capacity", self.events_capacity, MAX_CAPACITY)?;
         Ok(Config {
             policy,
             open: OpenDuration {
@@ -478,6 +487,35 @@ mod tests {
         assert_eq!(field(b().jitter(1.0)), "jitter");
         assert_eq!(field(b().jitter(f64::NAN)), "jitter");
         assert_eq!(field(b().half_open_probes(0)), "half_open_probes");
+    }
+
+    #[test]
+    fn durations_beyond_a_day_and_huge_capacities_are_refused() {
+        use crate::error::MAX_DELAY;
+        let b = Builder::default;
+        let over = MAX_DELAY + Duration::from_nanos(1);
+        for huge in [over, Duration::from_secs(u64::MAX), Duration::MAX] {
+            assert_eq!(field(b().open_duration(huge)), "open_duration");
+            assert_eq!(
+                field(b().open_duration_growth(2.0, huge)),
+                "open_duration_growth"
+            );
+            assert_eq!(field(b().time_window(huge, 10)), "time_window");
+        }
+        assert_eq!(
+            field(b().open_duration_growth(f64::INFINITY, MAX_DELAY)),
+            "open_duration_growth"
+        );
+        for n in [0, MAX_CAPACITY + 1, 1 << 62, usize::MAX] {
+            assert_eq!(field(b().event_capacity(n)), "event_capacity");
+        }
+        // The bounds themselves are accepted.
+        b().open_duration(MAX_DELAY)
+            .open_duration_growth(1e10, MAX_DELAY)
+            .time_window(MAX_DELAY, 1000)
+            .event_capacity(MAX_CAPACITY)
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
             if part % denominator != 0 {
                 return Err(too_fine());
             }
-            nanos += part / denominator;
+            nanos = nanos.checked_add(part / denominator).ok_or_else(too_long)?;
         }
         total = total.checked_add(nanos).ok_or_else(too_long)?;
         rest = after.trim_start();
@@ -295,6 +295,10 @@ mod tests {
             "99999999999999999999999999999999999999999s",
             "18446744073709551616s",
             "213503982334602d",
+            // The whole part fits in a u128 of nanoseconds, the fraction pushes it over.
+            "340282366920938463463374607431.9s",
+            "340282366920938463463374607431768211.5us",
+            "3938453320844195178974243.9d",
             "∞",
             "1秒",
         ] {
@@ -311,6 +315,95 @@ mod tests {
         let max = format(Duration::MAX);
         assert_eq!(parse(&max), Ok(Duration::MAX));
         assert!(parse(&format!("{max} 1ns")).is_err());
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One term: digits, maybe a fraction, a unit (or a stray word), spaces around.
+        fn term() -> impl Strategy<Value = (String, Option<String>, String, bool)> {
+            (
+                "[0-9]{1,40}",
+                prop::option::of("[0-9]{1,25}"),
+                prop_oneof![
+                    "(ns|us|µs|μs|ms|s|m|h|d)",
+                    "[a-zA-Zµ秒]{1,3}",
+                    Just(String::new()),
+                ],
+                any::<bool>(),
+            )
+        }
+
+        /// What a sequence of terms reads as, worked out on its own: nanoseconds as a u128,
+        /// refused when inexact, unknown, or longer than `Duration::MAX`.
+        fn model(terms: &[(String, Option<String>, String, bool)]) -> Option<Duration> {
+            if let [(whole, None, unit, _)] = terms {
+                if whole == "0" && unit.is_empty() {
+                    return Some(Duration::ZERO);
+                }
+            }
+            let mut total: u128 = 0;
+            for (whole, fraction, unit, _) in terms {
+                let scale = UNITS.iter().find(|(n, _)| n == unit)?.1;
+                let mut nanos = whole.parse::<u128>().ok()?.checked_mul(scale)?;
+                if let Some(f) = fraction {
+                    let f = f.trim_end_matches('0');
+                    // More than 19 significant digits is never a whole number of nanoseconds
+                    // of a unit of at most a day (2^16 * 3^3 * 5^11 ns).
+                    if f.len() > 19 {
+                        return None;
+                    }
+                    let num = f.parse::<u128>().unwrap_or(0) * scale;
+                    let den = 10u128.pow(f.len() as u32);
+                    if num % den != 0 {
+                        return None;
+                    }
+                    nanos = nanos.checked_add(num / den)?;
+                }
+                total = total.checked_add(nanos)?;
+            }
+            let secs = u64::try_from(total / NANOS_PER_SEC).ok()?;
+            Some(Duration::new(secs, (total % NANOS_PER_SEC) as u32))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Well-formed and nearly well-formed terms read exactly as the model says, and
+            /// what is read is written back to the same value.
+            #[test]
+            fn terms_read_as_the_model_says(terms in prop::collection::vec(term(), 1..4)) {
+                let text: String = terms
+                    .iter()
+                    .map(|(w, f, u, space)| {
+                        let f = f.as_ref().map(|f| format!(".{f}")).unwrap_or_default();
+                        let sp = if *space { " " } else { "" };
+                        format!("{w}{f}{sp}{u} ")
+                    })
+                    .collect();
+                let got = parse(&text);
+                prop_assert_eq!(got.clone().ok(), model(&terms), "{:?}", text);
+                if let Ok(d) = got {
+                    prop_assert_eq!(parse(&format(d)), Ok(d));
+                }
+            }
+
+            /// Any text: an answer, never a panic, and an accepted one writes back to itself.
+            #[test]
+            fn any_text_reads_or_is_refused(text in "(?s).{0,40}") {
+                if let Ok(d) = parse(&text) {
+                    prop_assert_eq!(parse(&format(d)), Ok(d));
+                }
+            }
+
+            /// Any duration is written in a form that reads back to it.
+            #[test]
+            fn any_duration_writes_and_reads_back(secs in any::<u64>(), nanos in 0u32..1_000_000_000) {
+                let d = Duration::new(secs, nanos);
+                prop_assert_eq!(parse(&format(d)), Ok(d));
+            }
+        }
     }
 
     #[test]

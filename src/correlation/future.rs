@@ -6,6 +6,7 @@ use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tracing::Span;
 
@@ -27,6 +28,8 @@ pin_project! {
         // `None` when no subscriber takes `INFO`: nothing to drop.
         span: Option<Span>,
         echo: Option<HeaderName>,
+        // The layer's other header names, taken off the response (`None` with one name).
+        others: Option<Arc<[HeaderName]>>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
@@ -42,12 +45,19 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn new(id: CorrelationId, inner: F, span: Option<Span>, echo: HeaderName) -> Self {
+    pub(crate) fn new(
+        id: CorrelationId,
+        inner: F,
+        span: Option<Span>,
+        echo: HeaderName,
+        others: Option<Arc<[HeaderName]>>,
+    ) -> Self {
         Self {
             inner: Some(inner),
             id: Some(id),
             span,
             echo: Some(echo),
+            others,
         }
     }
 }
@@ -76,6 +86,12 @@ where
             if let Some(id) = this.id.take() {
                 if let Some(name) = this.echo.take() {
                     response.headers_mut().insert(name, id.into_header_value());
+                }
+            }
+            // One id under one name: whatever the inner service put under the others goes.
+            if let Some(names) = this.others.take() {
+                for name in &names[1..] {
+                    response.headers_mut().remove(name);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The server side: `CorrelationIdLayer` and the `SetCorrelationId` service.
 
 use http::header::HeaderName;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -40,7 +40,8 @@ pub struct CorrelationIdLayer<M = MakeUuidV4> {
 
 #[derive(Debug)]
 struct Shared {
-    names: Box<[HeaderName]>,
+    /// Never empty; the first is the one the id travels under.
+    names: Arc<[HeaderName]>,
     policy: Policy,
     rejected: AtomicU64,
 }
@@ -50,7 +51,7 @@ impl CorrelationIdLayer {
     pub fn new() -> Self {
         Self {
             shared: Arc::new(Shared {
-                names: Box::new([X_CORRELATION_ID]),
+                names: Arc::new([X_CORRELATION_ID]),
                 policy: Policy::DEFAULT,
                 rejected: AtomicU64::new(0),
             }),
@@ -112,9 +113,11 @@ impl<M> Builder<M> {
         self
     }
 
-    /// Reads the id from these headers, in order of preference: the first one present with a
-    /// valid value wins. A generated id goes under the first name. At most 8 names, no
-    /// duplicates.
+    /// Reads the id from these headers, in order of preference: the first valid value wins
+    /// (the first name's values first, each name's values in the order received). Whichever
+    /// name it came under, the id is passed on under the first name only, as its only value,
+    /// and echoed on the response under the first name only: the handler and the client see
+    /// one id under one name. At most 8 names, no duplicates.
     ///
     /// Names made with `HeaderName::from_static` cost nothing to clone; others cost an atomic
     /// increment per request.
@@ -175,7 +178,7 @@ impl<M> Builder<M> {
         }
         Ok(CorrelationIdLayer {
             shared: Arc::new(Shared {
-                names: self.names.into_boxed_slice(),
+                names: self.names.into(),
                 policy: Policy {
                     max_len: self.max_len,
                     chars: self.chars,
@@ -198,7 +201,9 @@ pub struct CorrelationIdHandle {
 }
 
 impl CorrelationIdHandle {
-    /// How many incoming header values were refused and replaced so far.
+    /// How many incoming header values were dropped so far: refused as invalid, or valid but
+    /// not the one chosen (a second, different value of a name, or a value under a later name).
+    /// A repeat of the chosen id is not counted.
     pub fn rejected(&self) -> u64 {
         self.shared.rejected.load(Ordering::Relaxed)
     }
@@ -253,56 +258,68 @@ impl<S, M> SetCorrelationId<S, M>
 where
     M: MakeCorrelationId,
 {
-    /// The request's id and the header it lives under, after the request's headers have been
-    /// made to agree with it. The id shares the bytes of the request's header value, so that
-    /// it becomes the echo without a copy; a clone of it for the extensions is a copy.
+    /// The request's id, after the request's headers have been made to agree with it. The id
+    /// shares the bytes of the request's header value, so that it becomes the echo without a
+    /// copy; a clone of it for the extensions is a copy.
     #[inline]
-    fn resolve<B>(&mut self, req: &mut Request<B>) -> (CorrelationId, usize) {
+    fn resolve<B>(&mut self, req: &mut Request<B>) -> CorrelationId {
         let shared = &*self.shared;
-        let mut refused = false;
-        let mut found = None;
-        for (i, name) in shared.names.iter().enumerate() {
-            if let Some(value) = req.headers().get(name) {
-                if shared.policy.check(value.as_bytes()).is_ok() {
-                    found = Some((CorrelationId::from_checked(value.clone()), i));
-                    break;
+        let headers = req.headers();
+        // The common case: one valid value, under the first name, and no other name present.
+        let mut values = headers.get_all(&shared.names[0]).iter();
+        if let (Some(value), None) = (values.next(), values.next()) {
+            if shared.policy.check(value.as_bytes()).is_ok()
+                && shared.names[1..].iter().all(|n| !headers.contains_key(n))
+            {
+                return CorrelationId::from_checked(value.clone());
+            }
+        }
+        self.resolve_slow(req)
+    }
+
+    /// No value, several, or one that is invalid or under another name: the id is the first
+    /// valid value (names in order of preference, each name's values in the order received),
+    /// or a new one; every other value of every name is dropped, and the id is left as the
+    /// only value of the first name.
+    #[inline(never)]
+    fn resolve_slow<B>(&mut self, req: &mut Request<B>) -> CorrelationId {
+        let shared = &*self.shared;
+        let found = shared.names.iter().find_map(|name| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .find(|v| shared.policy.check(v.as_bytes()).is_ok())
+                .cloned()
+        });
+        let id = CorrelationId::from_checked(match found {
+            Some(value) => value,
+            None => self.make_id.make_correlation_id(req).into_header_value(),
+        });
+        let headers = req.headers_mut();
+        for name in shared.names.iter() {
+            if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+                for value in entry.remove_entry_mult().1 {
+                    drop_value(shared, name, &value, &id);
                 }
-                refused = true;
             }
         }
-        let (id, at, generated) = match found {
-            Some((id, at)) => (id, at, false),
-            None => {
-                let value = self.make_id.make_correlation_id(req).into_header_value();
-                (CorrelationId::from_checked(value), 0, true)
-            }
-        };
-        if refused {
-            replace_refused(shared, req, &id);
-        }
-        if generated {
-            req.headers_mut()
-                .insert(shared.names[0].clone(), id.to_header_value());
-        }
-        (id, at)
+        headers.insert(shared.names[0].clone(), id.to_header_value());
+        id
     }
 }
 
-/// Logs and overwrites every refused value with the request's id: the handler and anything it
-/// forwards the headers to only ever see a valid id.
+/// Logs (and counts) an incoming value the request no longer carries because `id` was chosen:
+/// the handler and anything it forwards the headers to only ever see that id. A copy of the id
+/// itself goes silently.
 #[cold]
-#[inline(never)]
-fn replace_refused<B>(shared: &Shared, req: &mut Request<B>, id: &CorrelationId) {
-    for name in shared.names.iter() {
-        let Some(value) = req.headers().get(name) else {
-            continue;
-        };
-        let bytes = value.as_bytes();
-        let Err(reason) = shared.policy.check(bytes) else {
-            continue;
-        };
-        shared.rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
+fn drop_value(shared: &Shared, name: &HeaderName, value: &HeaderValue, id: &CorrelationId) {
+    let bytes = value.as_bytes();
+    if bytes == id.as_str().as_bytes() {
+        return;
+    }
+    shared.rejected.fetch_add(1, Ordering::Relaxed);
+    match shared.policy.check(bytes) {
+        Err(reason) => tracing::debug!(
             target: "seawall::correlation",
             header = %name,
             rejected = %Escaped(bytes),
@@ -310,8 +327,14 @@ fn replace_refused<B>(shared: &Shared, req: &mut Request<B>, id: &CorrelationId)
             %reason,
             replacement = %id,
             "invalid incoming correlation id replaced",
-        );
-        req.headers_mut().insert(name.clone(), id.to_header_value());
+        ),
+        Ok(()) => tracing::debug!(
+            target: "seawall::correlation",
+            header = %name,
+            dropped = %Escaped(bytes),
+            kept = %id,
+            "conflicting incoming correlation id dropped",
+        ),
     }
 }
 
@@ -331,7 +354,7 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let (id, at) = self.resolve(&mut req);
+        let id = self.resolve(&mut req);
         req.extensions_mut().insert(id.clone());
         let span = super::span_if_wanted(&id);
         // The inner `call` runs in the span, so the events of layers that decide there (a
@@ -342,7 +365,8 @@ where
             let _entered = span.as_ref().and_then(super::enter);
             self.inner.call(req)
         };
-        let echo = self.shared.names[at].clone();
-        ResponseFuture::new(id, future, span, echo)
+        let echo = self.shared.names[0].clone();
+        let others = (self.shared.names.len() > 1).then(|| Arc::clone(&self.shared.names));
+        ResponseFuture::new(id, future, span, echo, others)
     }
 }

@@ -28,6 +28,17 @@
 //! escaped and cut to 32 bytes: never the raw bytes. (`DEBUG`, because the client decides how
 //! often it happens.) [`CorrelationIdHandle::rejected`] counts them.
 //!
+//! # One id, under one name
+//!
+//! A request may carry several values: the same header twice, or several of the names given
+//! to [`Builder::header_names`]. The layer checks every one of them and takes the **first
+//! valid value**: the first name's values first, each name's values in the order received;
+//! when none is valid, a new id. The handler then sees that id as the only value of the
+//! first name: every other value of every name is removed (a `DEBUG` event names each value
+//! dropped, escaped as above, unless it was a repeat of the id), so a header that a client
+//! or a proxy appended cannot reach a log line or a downstream call. The response carries the
+//! id once, under the first name, and none of the other names.
+//!
 //! # New ids
 //!
 //! Random UUIDs (version 4) by default, drawn from a per-thread cryptographically secure

@@ -1,3 +1,4 @@
+use crate::error::MAX_DELAY;
 use http::{HeaderMap, HeaderValue};
 use std::time::{Duration, SystemTime};
 
@@ -45,7 +46,10 @@ pub fn retry_after_from_headers(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(http::header::RETRY_AFTER)?, SystemTime::now())
 }
 
-/// Writes `delay` as a `Retry-After` value in whole seconds, rounded up (`1.2s` becomes `"2"`).
+/// Writes `delay` as a `Retry-After` value in whole seconds, rounded up (`1.2s` becomes `"2"`),
+/// and at most a day ([`MAX_DELAY`], `"86400"`): a longer delay (a rate limit of a few calls a
+/// week, say) is written as a day, after which the client is told again. No delay overflows:
+/// `Duration::MAX` is `"86400"`, never a wrapped `"0"`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -53,8 +57,10 @@ pub fn retry_after_from_headers(headers: &HeaderMap) -> Option<Duration> {
 ///
 /// assert_eq!(format_retry_after(Duration::from_millis(1200)), "2");
 /// assert_eq!(format_retry_after(Duration::ZERO), "0");
+/// assert_eq!(format_retry_after(Duration::MAX), "86400");
 /// ```
 pub fn format_retry_after(delay: Duration) -> HeaderValue {
+    let delay = delay.min(MAX_DELAY);
     let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
     HeaderValue::from(secs)
 }
@@ -111,5 +117,18 @@ mod tests {
     fn format_rounds_up() {
         assert_eq!(format_retry_after(Duration::from_nanos(1)), "1");
         assert_eq!(format_retry_after(Duration::from_secs(30)), "30");
+        assert_eq!(format_retry_after(Duration::new(86_399, 1)), "86400");
+    }
+
+    #[test]
+    fn format_saturates_at_a_day() {
+        for d in [
+            MAX_DELAY + Duration::from_nanos(1),
+            Duration::from_secs(u64::MAX),
+            Duration::new(u64::MAX, 1),
+            Duration::MAX,
+        ] {
+            assert_eq!(format_retry_after(d), "86400", "{d:?}");
+        }
     }
 }

@@ -68,6 +68,10 @@ impl Backoff {
     /// `min(max, initial * multiplier^n)`, without overflow or a panic for any `n`.
     pub(crate) fn exponential(&self, n: u32) -> Duration {
         let factor = self.multiplier.powi(n.min(i32::MAX as u32) as i32);
+        if self.initial.is_zero() {
+            // Not `0 * factor`: a factor that overflowed to infinity would make it NaN.
+            return Duration::ZERO;
+        }
         let secs = self.initial.as_secs_f64() * factor;
         if secs.is_finite() && secs < self.max.as_secs_f64() {
             Duration::from_secs_f64(secs).min(self.max)
@@ -144,6 +148,18 @@ mod tests {
         assert_eq!(b.exponential(3), Duration::from_millis(800));
         assert_eq!(b.exponential(4), Duration::from_secs(1));
         assert_eq!(b.exponential(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_zero_initial_delay_stays_zero_however_far_the_factor_grows() {
+        let b = Backoff {
+            initial: Duration::ZERO,
+            multiplier: 1e300,
+            max: Duration::from_secs(1),
+            jitter: Jitter::None,
+        };
+        assert_eq!(b.exponential(0), Duration::ZERO);
+        assert_eq!(b.exponential(u32::MAX), Duration::ZERO);
     }
 
     #[test]

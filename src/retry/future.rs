@@ -166,6 +166,9 @@ pin_project! {
     enum Attempt<F, O> {
         Running { #[pin] future: F },
         Done,
+        // The failed attempt's answer, kept through the backoff when the layer has a budget:
+        // the budget is asked when the retry starts, and if it refuses, this is returned.
+        Failed { last: O },
         // What the out-of-line path came to, until `poll` returns it. (The out-of-line
         // functions return `Poll<()>`, so that the answer of the success path is not merged
         // with theirs through memory.)
@@ -201,6 +204,8 @@ pin_project! {
         // Attempts made so far, the one in flight included.
         attempt: u32,
         previous_delay: Option<Duration>,
+        // The wait before the next attempt, for the event published when it starts.
+        delay: Duration,
         phase: Phase,
         // The next attempt's request, while sleeping or readying.
         request: Option<R>,
@@ -228,6 +233,7 @@ impl<R> Extra<R> {
             deadline,
             attempt: 1,
             previous_delay: None,
+            delay: Duration::ZERO,
             phase: Phase::Calling,
             request: None,
         })
@@ -363,7 +369,7 @@ where
                                     tracing::debug!(
                                         target: "seawall::retry",
                                         attempt = *extra.attempt,
-                                        deadline_ms = d.as_millis() as u64,
+                                        deadline_ms = millis(d),
                                         "deadline passed during an attempt; giving up"
                                     );
                                     let answer = Err(DeadlineExceeded::new(d).into());
@@ -391,6 +397,15 @@ where
                         .service;
                     if let Err(e) = ready!(service.poll_ready(cx)) {
                         return self.answered(Err(e.into()));
+                    }
+                    // The retry starts only now: a call dropped during the backoff made no
+                    // retry, counted none and spent no token.
+                    if !start_retry(&extra) {
+                        let last = match this.future.as_mut().project_replace(Attempt::Done) {
+                            AttemptReplace::Failed { last } => last,
+                            _ => unreachable!("a budget keeps the failed attempt's answer"),
+                        };
+                        return self.answered(last);
                     }
                     let parts = extra.as_mut().project();
                     let request = parts.request.take().expect("polled after completion");
@@ -448,10 +463,15 @@ where
         match decide(&*this.policy, stash, extra.as_mut(), &result) {
             None => Some(result),
             Some(request) => {
+                let budgeted = extra.core.budget.is_some();
                 let extra = extra.project();
                 *extra.request = Some(request);
                 *extra.phase = Phase::Sleeping;
-                this.future.set(Attempt::Done);
+                this.future.set(if budgeted {
+                    Attempt::Failed { last: result }
+                } else {
+                    Attempt::Done
+                });
                 None
             }
         }
@@ -493,9 +513,13 @@ where
         // With a deadline, waiting for the half-open is fine while it fits. Without one, the
         // layer waits no longer than its backoff would for any other failure (the delay before
         // jitter): a breaker exists to fail fast, and an open circuit must not park a call for
-        // the breaker's whole open duration.
+        // the breaker's whole open duration. Either way no longer than `max_retry_after`, the
+        // cap on any wait the other side asks for.
         let (room, inclusive) = match deadline_at {
-            Some(at) => (at.saturating_duration_since(now), false),
+            Some(at) => match at.saturating_duration_since(now) {
+                room if room > config.max_retry_after => (config.max_retry_after, true),
+                room => (room, false),
+            },
             None => (config.backoff.exponential(attempt - 1), true),
         };
         match hint {
@@ -504,7 +528,7 @@ where
                 tracing::debug!(
                     target: "seawall::retry",
                     attempt,
-                    retry_after_ms = hint.map(|h| h.as_millis() as u64),
+                    retry_after_ms = hint.map(millis),
                     "circuit open and its retry_after does not fit; not retried"
                 );
                 return None;
@@ -529,40 +553,30 @@ where
             tracing::debug!(
                 target: "seawall::retry",
                 attempt,
-                delay_ms = delay.as_millis() as u64,
+                delay_ms = millis(delay),
                 "the next attempt would start after the deadline; returning the last result"
             );
             return None;
         }
     }
     let request = policy.replay(stash)?;
+    // An empty budget refuses at once rather than after the backoff; the token itself is
+    // taken when the retry starts (`start_retry`), which may still find the budget empty.
     if let Some(budget) = &core.budget {
-        if !budget.try_withdraw() {
-            metrics.budget_rejections.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                target: "seawall::retry",
-                attempt,
-                reason = %policy.reason(result),
-                "retry budget exhausted; returning the last result"
-            );
-            if let Some(events) = &core.events {
-                events.publish("retry", EventKind::RetryBudgetExhausted);
-            }
+        if budget.available() == 0 {
+            budget_refused(core, attempt, &policy.reason(result));
             return None;
         }
     }
-    metrics.retries.fetch_add(1, Ordering::Relaxed);
     let reason = policy.reason(result);
     tracing::debug!(
         target: "seawall::retry",
         attempt,
-        delay_ms = delay.as_millis() as u64,
+        delay_ms = millis(delay),
         reason = %reason,
         "retrying"
     );
-    if let Some(events) = &core.events {
-        events.publish("retry", EventKind::Retrying { attempt, delay });
-    }
+    *extra.delay = delay;
     if let Some(hook) = &core.on_retry {
         hook(&RetryEvent {
             attempt,
@@ -578,6 +592,47 @@ where
         None => return None,
     }
     Some(request)
+}
+
+/// A retry is about to start, after its backoff: takes its token from the budget, if any, and
+/// counts it. `false` when the budget refuses; the last result is then returned.
+fn start_retry<R>(extra: &Pin<&mut Extra<R>>) -> bool {
+    let core: &Core = &extra.core;
+    let attempt = extra.attempt;
+    if let Some(budget) = &core.budget {
+        if !budget.try_withdraw() {
+            budget_refused(core, attempt, &"the budget was spent during the backoff");
+            return false;
+        }
+    }
+    core.metrics.retries.fetch_add(1, Ordering::Relaxed);
+    if let Some(events) = &core.events {
+        let delay = extra.delay;
+        events.publish("retry", EventKind::Retrying { attempt, delay });
+    }
+    true
+}
+
+/// The budget refused the retry after attempt `attempt`.
+#[cold]
+fn budget_refused(core: &Core, attempt: u32, reason: &dyn fmt::Display) {
+    core.metrics
+        .budget_rejections
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        target: "seawall::retry",
+        attempt,
+        reason = %reason,
+        "retry budget exhausted; returning the last result"
+    );
+    if let Some(events) = &core.events {
+        events.publish("retry", EventKind::RetryBudgetExhausted);
+    }
+}
+
+/// Whole milliseconds of `d` for a log field, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<P, S, Req> fmt::Debug for ResponseFuture<P, S, Req>

@@ -26,7 +26,8 @@ pub struct RetryMetrics {
     /// time, and when the clone is dropped (so the success path writes no shared counter);
     /// a live clone may have up to 63 calls not yet counted here.
     pub attempts: u64,
-    /// Retries made (attempts after the first).
+    /// Retries made (attempts after the first), counted when each one starts: a retry whose
+    /// call was dropped during the backoff is not counted (nor is its budget token spent).
     pub retries: u64,
     /// Retries the budget refused; the last response or error was returned instead.
     pub budget_rejections: u64,

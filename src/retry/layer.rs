@@ -213,6 +213,11 @@ impl<P> RetryLayerBuilder<P> {
     }
 
     /// Shares `budget` among every clone: retries beyond it are refused. Default none.
+    ///
+    /// A retry takes its token when it starts, after the backoff, so a call dropped during the
+    /// backoff spends none. An empty budget refuses at once; one that empties during the
+    /// backoff refuses when the retry would start, and the failed attempt's response or error,
+    /// kept through the backoff for that, is returned.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
         self.budget = Some(budget);
         self
@@ -224,7 +229,11 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
-    /// Calls `hook` before each retry with the failed attempt, the delay and the reason.
+    /// Calls `hook` when a retry is scheduled, before its backoff, with the failed attempt, the
+    /// delay and the reason. A retry whose call is dropped during the backoff, or that the
+    /// budget refuses when the backoff ends, was announced here but never made; the metrics
+    /// and the [`Retrying`](crate::events::EventKind::Retrying) event count only retries that
+    /// started.
     pub fn on_retry<F>(mut self, hook: F) -> Self
     where
         F: Fn(&RetryEvent<'_>) + Send + Sync + 'static,
