@@ -1,5 +1,5 @@
 use super::key::{Global, KeyExtractor};
-use super::layer::Shared;
+use super::state::Shared;
 use crate::error::ConfigError;
 use std::fmt;
 use std::sync::Arc;
