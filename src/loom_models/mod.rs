@@ -8,4 +8,8 @@
 //!     cargo test --release --lib --all-features --target-dir target/loom loom_models
 //! ```
 
+#[cfg(feature = "rate-limit")]
+mod rate_limit;
+#[cfg(feature = "retry")]
+mod retry_budget;
 mod stripe;
