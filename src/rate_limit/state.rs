@@ -49,8 +49,12 @@ pub(crate) struct Settings {
     pub(crate) max_keys: usize,
 }
 
-/// The configuration, changeable at run time. A decision reads `t` and `burst` apart: one that
-/// races a change may pair the new rate with the old burst, once.
+/// The configuration, changeable at run time. A decision reads `t` and `burst` apart, and
+/// [`Shared::set_rate_at`] swaps `t` before it rescales each bucket; so a decision that races a
+/// change may pair the new rate with the old burst, or judge a bucket by the interval it is not
+/// (yet) expressed in. Around the change that bucket then admits one call more or fewer than
+/// either rate alone would (the loom model `a_rate_change_racing_checks_is_off_by_at_most_one_call`
+/// checks this bound for two threads racing a change); decisions after it are exact again.
 #[derive(Debug)]
 struct ParamsCell {
     t: AtomicU64,
