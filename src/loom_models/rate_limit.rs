@@ -124,10 +124,10 @@ fn at_one_instant_concurrent_checks_admit_exactly_the_burst() {
 #[test]
 fn with_time_moving_no_window_admits_more_than_rate_times_window_plus_burst() {
     loom::model(|| {
-        // One call per 10 ns, burst 2; two threads whose clocks move 5 and 7 ns per look.
+        // One call per 10 ns, burst 2; three threads whose clocks move 5, 7 and 4 ns per look.
         let shared = Arc::new(shared(1, 10, 2));
         let p = shared.params();
-        let results = race(&shared, &[(0, 5), (3, 7)], 3, false);
+        let results = race(&shared, &[(0, 5), (3, 7), (1, 4)], 2, false);
         let mut times: Vec<u64> = results
             .iter()
             .flat_map(|c| c.admitted.iter().map(|&(now, _)| now))

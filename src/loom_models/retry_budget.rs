@@ -44,8 +44,9 @@ fn concurrent_deposits_and_withdrawals_grant_only_what_the_budget_holds_and_lose
         let now = Instant::now();
         let a = spawn(&budget, now, &[true, false, true]);
         let b = spawn(&budget, now, &[true, true, false, false]);
-        let granted = a.join().unwrap() + b.join().unwrap();
-        // 4 deposits: a reserve of 1 and floor(0.5 * 4) = 2.
+        let c = spawn(&budget, now, &[false, true]);
+        let granted = a.join().unwrap() + b.join().unwrap() + c.join().unwrap();
+        // 5 deposits: a reserve of 1 and floor(0.5 * 5) = 2.
         assert!(granted <= 3, "{granted} retries granted of 3");
         // Every deposit and every grant was counted: what is left is exactly the rest.
         assert_eq!(budget.available_with(|| now), 3 - granted);
