@@ -12,4 +12,8 @@
 mod breaker_state;
 #[cfg(feature = "circuit-breaker")]
 mod breaker_window;
+#[cfg(feature = "rate-limit")]
+mod rate_limit;
+#[cfg(feature = "retry")]
+mod retry_budget;
 mod stripe;

@@ -8,7 +8,7 @@
 //! is also what an absent key means: an entry whose `tat <= now` carries no information and can
 //! be dropped without changing any decision.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The limiter's parameters at the time of one decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub(crate) fn acquire(state: &AtomicU64, now: u64, p: Params) -> Outcome {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(seawall_loom)))]
 mod tests {
     use super::*;
 

@@ -1,5 +1,5 @@
 use super::key::{Global, KeyExtractor};
-use super::layer::Shared;
+use super::state::Shared;
 use crate::error::ConfigError;
 use std::fmt;
 use std::sync::Arc;
@@ -33,7 +33,8 @@ impl<K: KeyExtractor> RateLimitHandle<K> {
 
     /// Changes the rate, live: calls decided from now on use it. Each bucket keeps the calls it
     /// has spent, and gets them back at the new rate (one key-table pass, under each shard's
-    /// read lock).
+    /// read lock). A call decided while the change is under way may be judged by the old rate
+    /// or the new one: around the change a bucket may admit one call more or fewer.
     ///
     /// # Errors
     /// As [`RateLimitBuilder::build`](super::RateLimitBuilder::build), and the limit keeps its
@@ -67,12 +68,12 @@ impl<K: KeyExtractor> RateLimitHandle<K> {
         self.shared.params().remaining(tat, now) as u32
     }
 
-    /// Calls admitted so far (waiting ones included).
+    /// Calls admitted so far (waiting ones included), exactly.
     pub fn allowed(&self) -> u64 {
         self.shared.allowed()
     }
 
-    /// Calls rejected so far.
+    /// Calls rejected so far, exactly.
     pub fn limited(&self) -> u64 {
         self.shared.limited()
     }

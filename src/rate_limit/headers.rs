@@ -3,8 +3,9 @@
 use super::future::ResponseFuture;
 use super::gcra::Params;
 use super::key::{Extract, Global, KeyExtractor};
-use super::layer::{Quota, RateLimitLayer, Shared};
+use super::layer::RateLimitLayer;
 use super::service::dispatch;
+use super::state::{Quota, Shared};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use pin_project_lite::pin_project;

@@ -100,13 +100,15 @@
 //! # let _ = app;
 //! ```
 
-mod clock;
+// `pub(crate)` where the loom models (`src/loom_models/rate_limit.rs`) reach in.
+pub(crate) mod clock;
 pub mod future;
-mod gcra;
+pub(crate) mod gcra;
 mod handle;
 mod key;
 mod layer;
 mod service;
+pub(crate) mod state;
 mod store;
 
 #[cfg(feature = "http")]

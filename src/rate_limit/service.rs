@@ -1,8 +1,9 @@
 use super::future::{ResponseFuture, Waiting};
 use super::key::{Extract, Global, KeyExtractor};
+use super::layer::RateLimitLayer;
 #[cfg(feature = "http")]
-use super::layer::Quota;
-use super::layer::{Decision, RateLimitLayer, Shared};
+use super::state::Quota;
+use super::state::{Decision, Shared};
 use super::RateLimitHandle;
 use std::fmt;
 use std::pin::Pin;
