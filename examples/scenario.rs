@@ -254,6 +254,8 @@ struct Settings {
     rate: f64,
     configs: Vec<Config>,
     chart: PathBuf,
+    /// `/proc/loadavg`'s first three figures when the run started: the machine is shared.
+    load: Option<String>,
 }
 
 impl Settings {
@@ -328,12 +330,16 @@ impl Settings {
                 "scenario.png"
             })
         });
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
         Ok(Settings {
             short,
             phase,
             rate,
             configs,
             chart,
+            load,
         })
     }
 }
@@ -593,6 +599,8 @@ struct Record {
 
 struct Run {
     name: String,
+    /// The breaker's open period, where the configuration sets it.
+    open: Option<Duration>,
     records: Vec<Record>,
     /// The backend's received-request count at each phase boundary (six of them).
     received: Vec<u64>,
@@ -665,6 +673,10 @@ async fn run(config: &Config, settings: &Settings, backend: &Backend) -> Result<
     let received = script.await?;
     Ok(Run {
         name: config.name(),
+        open: match config {
+            Config::Seawall(v) => v.open,
+            _ => None,
+        },
         records,
         received,
     })
@@ -771,11 +783,12 @@ fn report(runs: &[Run], stats: &[Vec<PhaseStats>], settings: &Settings) -> Strin
     let _ = writeln!(
         out,
         "Offered load {:.0} calls/s, open loop, deadline {} per call; five phases of {:.1} s; \
-         {} cores.\n",
+         {} cores; load average {} before the run.\n",
         settings.rate,
         fmt_ms(DEADLINE),
         settings.phase.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        settings.load.as_deref().unwrap_or("unknown"),
     );
 
     let pivot = |out: &mut String, title: &str, cell: &dyn Fn(&PhaseStats) -> String| {
@@ -833,7 +846,7 @@ fn report(runs: &[Run], stats: &[Vec<PhaseStats>], settings: &Settings) -> Strin
 
 /// The bars of issues #18 and #23, checked for each seawall configuration against the peers
 /// that ran.
-fn bars(runs: &[Run], stats: &[Vec<PhaseStats>]) -> String {
+fn bars(runs: &[Run], stats: &[Vec<PhaseStats>], settings: &Settings) -> String {
     let mut out = String::new();
     let peer = |name: &str| runs.iter().position(|r| r.name == name).map(|i| &stats[i]);
     let (bare, tower) = (peer("bare"), peer("tower"));
@@ -850,17 +863,39 @@ fn bars(runs: &[Run], stats: &[Vec<PhaseStats>]) -> String {
             continue;
         }
         let _ = writeln!(out, "Bars for {}:\n", run.name);
+        let peers = |k: usize| {
+            let mut seen = Vec::new();
+            for (name, peer) in [("bare", bare), ("tower", tower)] {
+                if let Some(p) = peer {
+                    seen.push(format!("{name} {:.2}", p[k].amplification));
+                }
+            }
+            if seen.is_empty() {
+                String::new()
+            } else {
+                format!("; peers: {}", seen.join(", "))
+            }
+        };
         for k in [errors, slow, hang] {
             let _ = writeln!(
                 out,
-                "- #18, {}: at most 1.1 backend calls per call: {} ({:.2}); p99 within the \
+                "- #18, {}: at most 1.1 backend calls per call: {} ({:.2}{}); p99 within the \
                  {} deadline: {} ({})",
                 PHASES[k].name(),
                 mark(s[k].amplification <= 1.1),
                 s[k].amplification,
+                peers(k),
                 fmt_ms(DEADLINE),
                 mark(s[k].p99 <= DEADLINE),
                 fmt_ms(s[k].p99),
+            );
+        }
+        if let Some(open) = run.open {
+            let _ = writeln!(
+                out,
+                "- #18, recovered: full goodput within two open periods ({}): {}",
+                fmt_opt(Some(open * 2), settings),
+                mark(s[recovered].full_goodput.is_some_and(|d| d <= open * 2)),
             );
         }
         if let Some(bare) = bare {
@@ -1182,7 +1217,7 @@ fn scenario() -> Result<bool, BoxError> {
         .collect();
     println!("{}", report(&runs, &stats, &settings));
     if !settings.short {
-        println!("{}", bars(&runs, &stats));
+        println!("{}", bars(&runs, &stats, &settings));
     }
     match draw_chart(&runs, &settings, &settings.chart) {
         Ok(text) => eprintln!(
