@@ -57,6 +57,7 @@
 //! | `correlation-id` | yes | [`correlation`] (implies `http`) |
 //! | `http` | yes | HTTP classification, rejections as responses ([`http`]), `Retry-After`, request body replay for retries, rate-limit headers |
 //! | `metrics` | no | [`metrics`](mod@metrics): the [`events`] as counters, a gauge and a histogram of the `metrics` facade |
+//! | `chaos` | no | [`chaos`]: fault injection (latency, errors, HTTP statuses, hangs, dropped connections), seeded and switchable at run time, to test a stack |
 //! | `serde` | no | [`config`]: every layer's settings and the two stacks' as serde structs, for config files; durations in human form (`"250ms"`, `"1m 30s"`) |
 //!
 //! [`classify`], [`error`], [`events`], [`fallback`] and [`health`] are always there.
@@ -131,6 +132,9 @@ pub mod rate_limit;
 #[cfg(feature = "correlation-id")]
 pub mod correlation;
 
+#[cfg(feature = "chaos")]
+pub mod chaos;
+
 #[cfg(feature = "serde")]
 pub mod config;
 #[cfg(feature = "metrics")]
@@ -161,6 +165,9 @@ pub use crate::retry::{Jitter, Retry, RetryBudget, RetryLayer};
 
 #[cfg(feature = "rate-limit")]
 pub use crate::rate_limit::{RateLimit, RateLimitLayer};
+
+#[cfg(feature = "chaos")]
+pub use crate::chaos::{Chaos, ChaosLayer};
 
 #[cfg(feature = "correlation-id")]
 pub use crate::correlation::{CorrelationId, CorrelationIdLayer, PropagateCorrelationIdLayer};

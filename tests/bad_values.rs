@@ -279,8 +279,15 @@ async fn breaker_serves(layer: CircuitBreakerLayer) {
         // A wait: every open duration is at most a day.
         tokio::time::advance(MAX_DELAY + Duration::from_millis(1)).await;
         if round == 0 {
-            // A probe that fails reopens the breaker, for a grown duration.
+            // Probes that fail reopen the breaker, for a grown duration, once they reach
+            // the threshold's share of the probes.
             assert!(!once(&mut svc).await.unwrap_err().is::<CircuitOpen>());
+            for _ in 0..4095 {
+                if handle.state() != State::HalfOpen {
+                    break;
+                }
+                assert!(!once(&mut svc).await.unwrap_err().is::<CircuitOpen>());
+            }
             assert_eq!(handle.state(), State::Open);
         }
     }
