@@ -76,6 +76,8 @@
 
 #[cfg(all(feature = "retry", feature = "circuit-breaker"))]
 pub use self::client::ClientStack;
+#[cfg(all(feature = "retry", feature = "circuit-breaker", feature = "serde"))]
+pub(crate) use self::client::{CLIENT_THROTTLE_K, CLIENT_THROTTLE_MINIMUM_CALLS};
 #[cfg(feature = "rate-limit")]
 pub use self::server::ServerStack;
 #[cfg(all(feature = "rate-limit", feature = "serde"))]
@@ -106,6 +108,11 @@ mod client {
     /// The default per-attempt timeout: 15 s, Envoy's default route timeout.
     pub(super) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
+    /// The client stack's breaker throttles with Google SRE's `K = 2`...
+    pub(crate) const CLIENT_THROTTLE_K: f64 = 2.0;
+    /// ...once its 2 s window holds 20 calls (a client of 10 calls a second is covered).
+    pub(crate) const CLIENT_THROTTLE_MINIMUM_CALLS: u32 = 20;
+
     /// Correlation propagation, then retry, then circuit breaker, then bulkhead, then a
     /// per-attempt timeout, around an HTTP client. See [the module docs](super) for why.
     ///
@@ -115,7 +122,7 @@ mod client {
     /// |---|---|---|
     /// | correlation | [`PropagateCorrelationIdLayer::new`]: `x-correlation-id` | the server side's header |
     /// | retry | [`RetryLayer::builder`]`().http()`: 3 attempts, full jitter from 100 ms, [`RetryBudget::default`] (20% of calls, 10 a second), `Retry-After` honoured up to 60 s | AWS Architecture Blog's full jitter; Finagle's retry budget |
-    /// | circuit breaker | [`CircuitBreakerLayer::builder`] with [`ServerErrorsAsFailures`]: 50% of the last 100 calls, open 60 s | Resilience4j |
+    /// | circuit breaker | [`CircuitBreakerLayer::builder`] with [`ServerErrorsAsFailures`] and [adaptive throttling](crate::circuit_breaker::Builder::adaptive_throttling) (`k = 2`, the last 2 s, from 20 calls): a dependency that answers half its calls keeps all its traffic, one that answers none gets a trickle, and traffic is back within about 2 s of a recovery. Measured against the classic breaker in `examples/scenario.rs` (README, "Under failure") | Google SRE book, "Handling Overload" |
     /// | bulkhead | [`BulkheadLayer::builder`]: 25 in flight, reject at once | Resilience4j `maxConcurrentCalls` |
     /// | per-attempt timeout | 15 s | Envoy's default route timeout |
     ///
@@ -159,6 +166,8 @@ mod client {
                 .expect("the default retry settings are valid");
             let breaker = CircuitBreakerLayer::builder()
                 .classifier(ServerErrorsAsFailures)
+                .adaptive_throttling(CLIENT_THROTTLE_K)
+                .minimum_calls(CLIENT_THROTTLE_MINIMUM_CALLS)
                 .build()
                 .expect("the default breaker settings are valid");
             let bulkhead = BulkheadLayer::builder()

@@ -83,10 +83,14 @@ fn is_open(result: &Result<&'static str, BoxError>) -> Option<CircuitOpen> {
         .copied()
 }
 
+/// A consecutive-failures breaker with a fixed open duration of 10 s (no growth, no jitter),
+/// so that tests can assert exact times.
 fn consecutive(n: u32) -> Builder {
     CircuitBreakerLayer::builder()
         .consecutive_failures(n)
         .open_duration(Duration::from_secs(10))
+        .open_duration_growth(1.0, Duration::from_secs(10))
+        .jitter(0.0)
         .half_open_probes(2)
 }
 
@@ -656,6 +660,7 @@ mod http_face {
         let breaker = CircuitBreakerLayer::builder()
             .consecutive_failures(2)
             .open_duration(Duration::from_secs(30))
+            .jitter(0.0)
             .classifier(ServerErrorsAsFailures)
             .build()
             .unwrap();

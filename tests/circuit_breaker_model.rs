@@ -84,6 +84,7 @@ impl Cfg {
         }
         b.half_open_probes(self.probes)
             .open_duration(Duration::from_millis(self.open_ms))
+            .jitter(0.0)
     }
 }
 
@@ -157,7 +158,11 @@ impl Model {
         let base = Duration::from_millis(self.cfg.open_ms).as_secs_f64();
         let (mult, max) = match self.cfg.growth {
             Some((m, max_ms)) => (m, Duration::from_millis(max_ms)),
-            None => (1.0, Duration::from_millis(self.cfg.open_ms)),
+            // The default growth: doubling up to a minute, or the open duration if longer.
+            None => (
+                2.0,
+                Duration::from_millis(self.cfg.open_ms).max(Duration::from_secs(60)),
+            ),
         };
         let healthy = matches!(self.state, MState::Closed)
             && self

@@ -13,6 +13,12 @@ const LAYER: &str = "circuit_breaker";
 pub(crate) const MAX_SMALL_COUNT: u32 = 4095;
 /// Largest count-based window (two rings of this many `u64` per breaker).
 const MAX_COUNT_WINDOW: u32 = 100_000;
+/// The first open duration: Polly's break duration.
+const DEFAULT_OPEN: Duration = Duration::from_secs(5);
+/// The longest the default growth reaches: Resilience4j's `waitDurationInOpenState`.
+const DEFAULT_MAX_OPEN: Duration = Duration::from_secs(60);
+/// Breakers that tripped together don't probe together (Finagle jitters its backoff).
+const DEFAULT_JITTER: f64 = 0.2;
 /// Most buckets of a time-based window.
 const MAX_BUCKETS: u32 = 1_000;
 
@@ -62,6 +68,8 @@ pub(crate) struct Config {
     pub(crate) policy: Policy,
     pub(crate) open: OpenDuration,
     pub(crate) half_open_probes: u32,
+    /// Adaptive throttling's `K`, when the breaker throttles instead of opening.
+    pub(crate) throttle: Option<f64>,
     pub(crate) seed: Option<u64>,
     pub(crate) events_capacity: usize,
     pub(crate) bus: Option<EventSource>,
@@ -89,7 +97,9 @@ impl Config {
 /// | window | last 100 calls (count-based) | Resilience4j `slidingWindowSize`, `COUNT_BASED` |
 /// | minimum calls | 100 | Resilience4j `minimumNumberOfCalls` |
 /// | slow-call detection | off | (Resilience4j's 60 s / 100 % never trips in practice) |
-/// | open duration | 60 s, not growing, no jitter | Resilience4j `waitDurationInOpenState` |
+/// | open duration | 5 s | Polly's break duration |
+/// | open duration growth | doubles on each trip in a row, up to 60 s; forgotten after 60 s closed | Envoy's outlier ejection (base time x ejections), capped at Resilience4j's `waitDurationInOpenState` |
+/// | jitter | up to 20 % shorter | Finagle's jittered backoff |
 /// | probes in half-open | 10 | Resilience4j `permittedNumberOfCallsInHalfOpenState` |
 /// | classifier | [`ErrorsAsFailures`] | tower: an `Err` is a failure |
 ///
@@ -115,6 +125,7 @@ pub struct Builder<C = ErrorsAsFailures> {
     jitter: f64,
     seed: Option<u64>,
     probes: u32,
+    throttle: Option<f64>,
     events_capacity: usize,
     bus: Option<EventSource>,
     classifier: C,
@@ -129,11 +140,12 @@ impl Default for Builder<ErrorsAsFailures> {
             time_window: None,
             minimum_calls: 100,
             slow: None,
-            open_duration: Duration::from_secs(60),
+            open_duration: DEFAULT_OPEN,
             growth: None,
-            jitter: 0.0,
+            jitter: DEFAULT_JITTER,
             seed: None,
             probes: 10,
+            throttle: None,
             events_capacity: 64,
             bus: None,
             classifier: ErrorsAsFailures,
@@ -193,22 +205,23 @@ impl<C> Builder<C> {
     }
 
     /// How long the breaker stays open before letting probes through, `0s < x <= 1 day`
-    /// ([`MAX_DELAY`](crate::error::MAX_DELAY)). Default 60 s.
+    /// ([`MAX_DELAY`](crate::error::MAX_DELAY)). Default 5 s (Polly).
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.open_duration = duration;
         self
     }
 
-    /// Grow the open duration by `multiplier` (`>= 1.0`) on every trip that follows a failed
-    /// half-open, up to `max` (from the open duration up to a day). A close resets it. Off by
-    /// default.
+    /// Grow the open duration by `multiplier` (`>= 1.0`) on every trip that follows a trip
+    /// (a failed half-open, or a close that did not last), up to `max` (from the open duration
+    /// up to a day). The growth is forgotten once the breaker stays closed for `max`. Default
+    /// `2.0` up to 60 s (or up to the open duration, if that is longer); `1.0` turns it off.
     pub fn open_duration_growth(mut self, multiplier: f64, max: Duration) -> Self {
         self.growth = Some((multiplier, max));
         self
     }
 
     /// Shorten each open duration by a random share of up to `fraction` (`0.0 <= x < 1.0`), so
-    /// breakers that tripped together don't probe together. Default `0.0`.
+    /// breakers that tripped together don't probe together. Default `0.2`.
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = fraction;
         self
@@ -227,6 +240,33 @@ impl<C> Builder<C> {
     /// half of the probes. Default 10 (Resilience4j `permittedNumberOfCallsInHalfOpenState`).
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.probes = n;
+        self
+    }
+
+    /// Throttle instead of opening: client-side adaptive throttling, after Google's SRE book
+    /// ("Handling Overload"). Each call is rejected locally with probability
+    /// `max(0, (requests - k * accepts) / (requests + 1))` over the time window, where
+    /// `requests` counts the calls that reached the dependency and `accepts` those that
+    /// succeeded. So traffic falls in proportion to what the dependency can still answer:
+    /// nothing is rejected while at least `1 / k` of the calls succeed, and while none does,
+    /// about `sqrt(rate * window)` calls a window still reach it (at 300 calls a second and a
+    /// 2 s window, 12 a second), which is how the recovery is seen. The breaker never opens by
+    /// itself (the handle can still force it open); its rejections are
+    /// [`CircuitOpen`](crate::error::CircuitOpen) with no `retry_after`, and its metrics show
+    /// the current [`rejection_probability`](super::Metrics::rejection_probability).
+    ///
+    /// Unlike the book, locally rejected calls are not counted as requests: counted, they keep
+    /// the probability near 1 after the dependency recovers (the calls let through, and so the
+    /// accepts, only double once per window: about 16 s to recover at 300 calls a second with
+    /// a 2 s window, against one window this way).
+    ///
+    /// `k` is `1.0..=10.0`; the book's `2.0` is a good start (a lower `k` rejects sooner). The
+    /// window is the [`time_window`](Self::time_window) (a count window is refused); without
+    /// one, the last 2 s in 20 buckets, short so that traffic comes back within about 2 s of
+    /// a recovery (the book's 2 minutes suit a backend that sheds load, not one that failed).
+    /// Rejection starts once the window holds [`minimum_calls`](Self::minimum_calls).
+    pub fn adaptive_throttling(mut self, k: f64) -> Self {
+        self.throttle = Some(k);
         self
     }
 
@@ -262,6 +302,7 @@ impl<C> Builder<C> {
             jitter: self.jitter,
             seed: self.seed,
             probes: self.probes,
+            throttle: self.throttle,
             events_capacity: self.events_capacity,
             bus: self.bus,
             classifier,
@@ -284,6 +325,7 @@ impl<C> Builder<C> {
                 if self.failure_rate.is_some()
                     || self.count_window.is_some()
                     || self.time_window.is_some()
+                    || self.throttle.is_some()
                 {
                     return Err(ConfigError::new(
                         LAYER,
@@ -304,10 +346,31 @@ impl<C> Builder<C> {
                 Policy::Consecutive { n }
             }
             None => {
+                if let Some(k) = self.throttle {
+                    if !(1.0..=10.0).contains(&k) {
+                        return Err(ConfigError::new(
+                            LAYER,
+                            "adaptive_throttling",
+                            k,
+                            "1.0 <= k <= 10.0",
+                        ));
+                    }
+                    if self.count_window.is_some() {
+                        return Err(ConfigError::new(
+                            LAYER,
+                            "adaptive_throttling",
+                            k,
+                            "a time_window (adaptive throttling looks at the last seconds)",
+                        ));
+                    }
+                }
                 let failure_rate = self.failure_rate.unwrap_or(0.5);
                 check::ratio(LAYER, "failure_rate", failure_rate)?;
                 check::nonzero(LAYER, "minimum_calls", self.minimum_calls.into())?;
-                let (window, minimum_calls) = match self.time_window {
+                let time_window = self
+                    .time_window
+                    .or(self.throttle.map(|_| (Duration::from_secs(2), 20)));
+                let (window, minimum_calls) = match time_window {
                     Some((length, buckets)) => {
                         check::delay(LAYER, "time_window", length)?;
                         if buckets == 0 || buckets > MAX_BUCKETS {
@@ -379,7 +442,8 @@ impl<C> Builder<C> {
                 )?;
                 (multiplier, max)
             }
-            None => (1.0, self.open_duration),
+            // The default: doubling up to a minute (or the open duration, if longer).
+            None => (2.0, self.open_duration.max(DEFAULT_MAX_OPEN)),
         };
         if !(self.jitter >= 0.0 && self.jitter < 1.0) {
             return Err(ConfigError::new(
@@ -400,6 +464,7 @@ impl<C> Builder<C> {
                 jitter: self.jitter,
             },
             half_open_probes: self.probes,
+            throttle: self.throttle,
             seed: self.seed,
             events_capacity: self.events_capacity,
             bus: self.bus.clone(),
@@ -428,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_resilience4j() {
+    fn defaults_follow_their_anchors() {
         let c = Builder::default().validate().unwrap();
         assert_eq!(
             c.policy,
@@ -439,7 +504,12 @@ mod tests {
                 slow: None
             }
         );
-        assert_eq!(c.open.base, Duration::from_secs(60));
+        assert_eq!(c.open.base, Duration::from_secs(5));
+        assert_eq!(
+            (c.open.multiplier, c.open.max),
+            (2.0, Duration::from_secs(60))
+        );
+        assert_eq!(c.open.jitter, 0.2);
         assert_eq!(c.half_open_probes, 10);
     }
 

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub failure_rate: f64,
     /// Slow-call rate of the current window, `0.0..=1.0`.
     pub slow_call_rate: f64,
+    /// With [adaptive throttling](super::Builder::adaptive_throttling): the probability that
+    /// the next call is rejected, `0.0..=1.0` (0 for other policies).
+    pub rejection_probability: f64,
     /// While open: how long until the next call half-opens the breaker.
     pub retry_after: Option<Duration>,
 }

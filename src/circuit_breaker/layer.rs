@@ -142,9 +142,10 @@ impl<C: fmt::Debug> fmt::Debug for CircuitBreakerLayer<C> {
 }
 
 impl CircuitBreakerLayer {
-    /// A builder with Resilience4j's defaults: trip when at least half of the last 100 calls
-    /// failed (once 100 calls were seen), stay open 60 s, then let 10 probes through. See
-    /// [`Builder`] for every setting and its anchor.
+    /// A builder with the defaults: trip when at least half of the last 100 calls failed (once
+    /// 100 calls were seen; Resilience4j), stay open 5 s (Polly), doubling on repeated trips up
+    /// to 60 s, with up to 20 % jitter, then judge 10 probes. See [`Builder`] for every setting
+    /// and its anchor.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -154,13 +155,15 @@ impl CircuitBreakerLayer {
         Self::builder().build().expect("the defaults are valid")
     }
 
-    /// Preset: trip after `n` failures in a row, stay open 5 s, close after one successful
-    /// probe: Polly's break duration (5 s) and single probe, with a consecutive-failures rule
-    /// as in Finagle and Hystrix-era clients. Adjust further before `build()`.
+    /// Preset: trip after `n` failures in a row, stay open 5 s (exactly: no jitter), close
+    /// after one successful probe: Polly's break duration (5 s) and single probe, with a
+    /// consecutive-failures rule as in Finagle and Hystrix-era clients. Repeated trips grow the
+    /// open duration as the builder's default does. Adjust further before `build()`.
     pub fn consecutive_failures(n: u32) -> Builder {
         Builder::default()
             .consecutive_failures(n)
             .open_duration(Duration::from_secs(5))
+            .jitter(0.0)
             .half_open_probes(1)
     }
 }

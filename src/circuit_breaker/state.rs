@@ -120,6 +120,54 @@ enum Rates {
     None,
 }
 
+/// Adaptive throttling: the current rejection probability, kept up to date by every outcome
+/// that can change it, and a random stream to draw against it.
+#[derive(Debug)]
+struct Throttle {
+    k: f64,
+    minimum_calls: u64,
+    /// The probability's `f64` bits; 0 while nothing is rejected.
+    p: AtomicU64,
+    /// A SplitMix64 stream: each draw advances it by one `fetch_add`.
+    rng: AtomicU64,
+}
+
+impl Throttle {
+    #[inline]
+    fn probability(&self) -> f64 {
+        f64::from_bits(self.p.load(Ordering::Relaxed))
+    }
+
+    fn update(&self, t: Tally) {
+        let p = if t.calls < self.minimum_calls {
+            0.0
+        } else {
+            rejection_probability(t.calls, t.calls - t.failures, self.k)
+        };
+        self.p.store(p.to_bits(), Ordering::Relaxed);
+    }
+
+    /// A uniform draw in `[0, 1)`.
+    fn draw(&self) -> f64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Google SRE's client-side throttling: the probability of rejecting a request locally, given
+/// the requests and the accepts of the window, `max(0, (requests - k * accepts) / (requests +
+/// 1))`.
+pub(crate) fn rejection_probability(requests: u64, accepts: u64, k: f64) -> f64 {
+    let (requests, accepts) = (requests as f64, accepts as f64);
+    ((requests - k * accepts) / (requests + 1.0)).clamp(0.0, 1.0)
+}
+
 /// Counts summed over the stripes.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
@@ -166,6 +214,7 @@ pub(crate) struct Core {
     rates: Rates,
     /// Slow-call threshold, if slow calls are detected.
     slow_after: Option<Duration>,
+    throttle: Option<Throttle>,
     counters: Striped<Counters>,
     control: Mutex<Control>,
     events: broadcast::Sender<StateChange>,
@@ -203,7 +252,17 @@ impl Core {
             None => SmallRng::from_rng(&mut rand::rng()),
         };
         let (events, _) = broadcast::channel(cfg.events_capacity);
+        let throttle = cfg.throttle.map(|k| Throttle {
+            k,
+            minimum_calls: match cfg.policy {
+                Policy::Rate { minimum_calls, .. } => u64::from(minimum_calls),
+                Policy::Consecutive { .. } => 1,
+            },
+            p: AtomicU64::new(0),
+            rng: AtomicU64::new(cfg.seed.unwrap_or_else(rand::random)),
+        });
         Self {
+            throttle,
             word: CachePadded(AtomicU64::new(CLOSED)),
             open_until: AtomicU64::new(0),
             base: Instant::now(),
@@ -255,9 +314,26 @@ impl Core {
     pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
         let w = self.word.0.load(Ordering::Acquire);
         if state_of(w) == CLOSED {
+            if let Some(throttle) = &self.throttle {
+                if throttle.probability() > 0.0 {
+                    return self.admit_throttled(w, throttle);
+                }
+            }
             return Ok(Admission::Closed(epoch_of(w)));
         }
         self.admit_slow(w)
+    }
+
+    /// A closed, throttling breaker: rejects with the current probability. A rejection is
+    /// not recorded in the window (see [`Builder::adaptive_throttling`]).
+    ///
+    /// [`Builder::adaptive_throttling`]: super::Builder::adaptive_throttling
+    #[cold]
+    fn admit_throttled(&self, w: u64, throttle: &Throttle) -> Result<Admission, CircuitOpen> {
+        if throttle.draw() >= throttle.probability() {
+            return Ok(Admission::Closed(epoch_of(w)));
+        }
+        Err(self.reject(None))
     }
 
     #[cold]
@@ -379,7 +455,22 @@ impl Core {
                     (Rates::Count(window), _) => window.record(failed, slow),
                     (Rates::Time(window), _) => {
                         let now = now.map_or(0, |t| self.micros(t));
-                        window.record(stripe::thread_number(), epoch, now, failed, slow)
+                        let tally =
+                            window.record(stripe::thread_number(), epoch, now, failed, slow);
+                        match &self.throttle {
+                            None => tally,
+                            Some(throttle) => {
+                                // A success lowers a probability above 0; a failure may raise
+                                // it. The breaker itself never trips.
+                                let tally = tally.or_else(|| {
+                                    (throttle.probability() > 0.0).then(|| window.tally(epoch, now))
+                                });
+                                if let Some(tally) = tally {
+                                    throttle.update(tally);
+                                }
+                                None
+                            }
+                        }
                     }
                     (Rates::None, Policy::Rate { .. }) => None,
                 };
@@ -667,6 +758,7 @@ impl Core {
             } else {
                 0
             },
+            rejection_probability: self.throttle.as_ref().map_or(0.0, Throttle::probability),
             window_calls: window.calls,
             failure_rate: rate(window.failures, window.calls),
             slow_call_rate: rate(window.slow, window.calls),

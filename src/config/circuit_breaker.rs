@@ -18,7 +18,7 @@ human_duration!(
 ///
 /// Every field mirrors the [`Builder`] method of the same name; a field left out keeps the
 /// builder's default (see [`Builder`] for the defaults and their anchors: 50 % of the last 100
-/// calls, open 60 s, 10 probes). Pick the trip policy with `consecutive_failures`, or with
+/// calls, open 5 s growing to 60 s, 10 probes). Pick the trip policy with `consecutive_failures`, or with
 /// `failure_rate` and one window, `count_window` or `time_window`.
 ///
 /// ```
@@ -84,6 +84,21 @@ pub struct CircuitBreakerConfig {
     /// How far a slow event subscriber may lag ([`Builder::event_capacity`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_capacity: Option<usize>,
+    /// Throttle instead of opening, with this `k` ([`Builder::adaptive_throttling`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive_throttling: Option<f64>,
+}
+
+impl CircuitBreakerConfig {
+    /// Whether the document names no trip policy (no consecutive failures, rate, window or
+    /// throttling): the client stack then applies its own.
+    pub(crate) fn names_no_policy(&self) -> bool {
+        self.consecutive_failures.is_none()
+            && self.failure_rate.is_none()
+            && self.count_window.is_none()
+            && self.time_window.is_none()
+            && self.adaptive_throttling.is_none()
+    }
 }
 
 /// A time-based window: `{ length = "10s", buckets = 10 }` ([`Builder::time_window`]). Both
@@ -157,6 +172,7 @@ impl CircuitBreakerConfig {
         let b = set(b, self.jitter_seed, Builder::jitter_seed);
         let b = set(b, self.half_open_probes, Builder::half_open_probes);
         let b = set(b, self.event_capacity, Builder::event_capacity);
+        let b = set(b, self.adaptive_throttling, Builder::adaptive_throttling);
         Ok(b)
     }
 

@@ -87,8 +87,15 @@ mod client {
                 .http_builder_with(Some(RetryBudget::default()))
                 .and_then(|b| b.build())
                 .map_err(|e| e.within("retry"))?;
-            let breaker = self
-                .circuit_breaker
+            // A section that names no trip policy gets the stack's (adaptive throttling).
+            let mut breaker = self.circuit_breaker.clone();
+            if breaker.names_no_policy() {
+                breaker.adaptive_throttling = Some(crate::stack::CLIENT_THROTTLE_K);
+                breaker
+                    .minimum_calls
+                    .get_or_insert(crate::stack::CLIENT_THROTTLE_MINIMUM_CALLS);
+            }
+            let breaker = breaker
                 .builder()
                 .and_then(|b| b.classifier(ServerErrorsAsFailures).build())
                 .map_err(|e| e.within("circuit_breaker"))?;
