@@ -8,4 +8,6 @@
 //!     cargo test --release --lib --all-features --target-dir target/loom loom_models
 //! ```
 
+#[cfg(feature = "bulkhead")]
+mod bulkhead;
 mod stripe;
