@@ -21,10 +21,6 @@
 //! read-modify-writes only. [`Counter`] relies on exactly this to stay exact with a plain
 //! load and store on the owner's side (the loom model `stripe` checks it).
 
-// Until every layer counts through it (this series moves the breaker, the bulkhead and the rate
-// limiter over).
-#![allow(dead_code)]
-
 use crate::sync::atomic::{AtomicU64, Ordering};
 use std::cell::Cell;
 use std::cmp::Reverse;

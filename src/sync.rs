@@ -17,7 +17,6 @@ pub(crate) use loom::sync::{atomic, Mutex, MutexGuard};
 
 /// Locks `m`, ignoring poison: no code in this crate panics while it holds a lock, and a
 /// waker or a subscriber that did must not wedge the layer.
-#[allow(dead_code)]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -25,7 +24,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Lets another thread run while this one waits for a short, bounded step of another (a
 /// bucket being rolled over). Under loom, a yield point of the model.
 #[inline]
-#[allow(dead_code)]
 pub(crate) fn spin() {
     #[cfg(not(seawall_loom))]
     std::thread::yield_now();

@@ -85,18 +85,15 @@ struct Wait<S, Req> {
 
 impl<S, Req> Wait<S, Req> {
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Permit, Req), BulkheadFull>> {
-        if !self.node.is_granted() {
-            self.node.set_waker(cx.waker());
-            if !self.node.is_granted() {
-                let deadline = self.deadline;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                ready!(sleep.as_mut().poll(cx));
-                if !self.shared.expire(&self.node) {
-                    self.request = None; // out of the queue: nothing for Drop to do
-                    return Poll::Ready(Err(self.shared.reject("max wait expired")));
-                }
+        if !self.node.poll_granted(cx.waker()) {
+            let deadline = self.deadline;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            ready!(sleep.as_mut().poll(cx));
+            if !self.shared.expire(&self.node) {
+                self.request = None; // out of the queue: nothing for Drop to do
+                return Poll::Ready(Err(self.shared.reject("max wait expired")));
             }
         }
         let request = self.request.take().expect("polled after completion");

@@ -75,7 +75,7 @@
 mod handle;
 mod layer;
 mod service;
-mod state;
+pub(crate) mod state;
 
 pub mod future;
 

@@ -1,11 +1,13 @@
 //! The bulkhead's shared state: per-thread slots of permits, the FIFO waiter queue and the
 //! counters.
 //!
-//! Both modes split the permits over slots, one cache line each. Every thread that calls through
-//! any bulkhead gets a small dense number (see [Thread numbers](#thread-numbers)); thread `i` owns
-//! slot `i` of every bulkhead and works on it, so two threads sharing one bulkhead write
-//! different cache lines on the happy path and do not slow each other down the way a single
-//! shared counter does.
+//! Both modes split the permits over slots, one per stripe of [`crate::stripe`], each on its
+//! own cache lines. The thread numbered `n` works on slot `n % slots` and owns it when `n` is
+//! below the slot count, so two threads sharing one bulkhead write different cache lines on the
+//! happy path and do not slow each other down the way a single shared counter does. Every
+//! operation that depends on the thread takes its number as a parameter (`*_as`); the paths the
+//! service calls pass [`thread_number`], the loom models (`src/loom_models/bulkhead.rs`) their
+//! own.
 //!
 //! # What keeps a slot alive
 //!
@@ -17,25 +19,28 @@
 //! bulkheads over and over gets an `Arc<Slot>` per permit past that number (two more RMWs per
 //! call, on the permit's own slot), which bounds the memory kept. The configuration, the
 //! figures and the event source are not leaked: they go with the last service, layer and
-//! handle. The retry layer keeps its shared state the same way.
+//! handle. Both representations run the same accounting (the loom models use the second).
 //!
 //! # Reject mode: one RMW per call
 //!
 //! Each slot has a `share` of the capacity (shares sum to the capacity) and three counters that
 //! only ever grow (wrapping): `taken` (RMW by any thread), `returned_local` (written only by the
-//! slot's owner thread, with a plain load and store: no lock prefix) and `returned_remote` (RMW
-//! by any other thread). The slot's calls in flight are `taken - returned_local -
-//! returned_remote`.
+//! slot's owner, with a plain load and store: no lock prefix) and `returned_remote` (RMW by any
+//! other thread). The slot's calls in flight are `taken - returned_local - returned_remote`.
 //!
-//! - **Acquire**: load `share`, load both `returned` counters (`Acquire`), *then*
-//!   `taken.fetch_add(1)`, which returns `t`; admitted if `t - returned < share`, otherwise
-//!   undone with `taken.fetch_sub(1)`.
-//! - **Release** on the owner thread: `returned_local += 1` as a plain `Release` store. On any
+//! - **Acquire**: load both `returned` counters (`Acquire`), *then* `taken.fetch_add(1,
+//!   Acquire)`, which returns `t`, *then* load `share`; admitted if `t - returned < share`,
+//!   otherwise undone with `taken.fetch_sub(1)`.
+//! - **Release** by the slot's owner: `returned_local += 1` as a plain `Release` store. By any
 //!   other thread: `returned_remote.fetch_add(1, Release)`.
 //!
 //! So a call made and finished on the owner thread costs one RMW. The owner may not skip the RMW
 //! on acquire: another thread that borrows from this slot (below) would then need a store-load
 //! fence on the owner's side to see it, and such a fence costs what an RMW costs.
+//!
+//! The owner's plain load-then-store of `returned_local` loses nothing by the ownership
+//! invariant of [`crate::stripe`]: only the owner writes it, and a number (so a slot) passes to
+//! a new owner through the registry's mutex.
 //!
 //! *Why never more than `share` are admitted on a slot.* Take any set of permits held at once
 //! and let `Z` be the one whose increment of `taken` comes last in `taken`'s modification
@@ -51,19 +56,26 @@
 //! makes this hold; loading it after could count the return of a permit taken after `Z`'s
 //! increment and admit one too many.
 //!
-//! The owner's plain load-then-store of `returned_local` (a `Relaxed` load of its own last
-//! store) loses nothing because only the owner writes it, and a slot has one owner at a time:
-//! a thread's number is handed to a new thread only after the old one has given it up, through
-//! a mutex whose unlock and lock order the old owner's stores before the new owner's loads.
+//! *Resizes.* Shares change only under the queue lock: raising the capacity adds to them;
+//! shrinking zeroes them all ("draining") until in flight is below the new capacity, then
+//! deals each slot its calls in flight plus a part of the room left. The redeal reads each
+//! slot's `taken` with an RMW (`fetch_add(0, AcqRel)`), after the zeroing stores. Either that
+//! RMW comes after a caller's increment in `taken`'s order, and the redeal counts the caller
+//! in its slot's calls in flight; or it comes before, and the caller's `Acquire` increment
+//! reads from it, so the caller's later load of `share` sees the zero or a share dealt after.
+//! So a call admitted under a share from before a shrink is always counted by the redeal that
+//! ends the drain: in flight never exceeds the largest capacity in force, and once the drain
+//! ends, never the new capacity. Loading `share` before the increment would break this: a
+//! caller paused between the two could be admitted later under a share two resizes old. (All
+//! of this is `SeqCst`-free on purpose: loom models `SeqCst` accesses as `AcqRel`, and the
+//! argument holds under that weaker reading too.)
 //!
 //! A failed attempt (its increment, before the undo) can make a racing caller on the same slot
-//! refuse for an instant when the slot is at its share; it never makes anyone admit. A caller
-//! whose slot is at its share tries every other slot (first reading it, so that full slots cost
-//! no RMW), twice; only when every slot is at its share is the bulkhead full. A permit records
-//! the slot it came from and goes back there, from whichever thread drops it. Shares change
-//! only on a resize: raising adds to them; shrinking zeroes them all ("draining") until in
-//! flight is below the new capacity, then deals each slot its calls in flight plus a part of
-//! the room left.
+//! refuse for an instant when the slot is at its share, or a redeal count one call too many
+//! (which deals that unit of room to its slot); it never makes anyone admit. A caller whose
+//! slot is at its share tries every other slot (first reading it, so that full slots cost no
+//! RMW), twice; only when every slot is at its share is the bulkhead full. A permit records the
+//! slot it came from and goes back there, from whichever thread drops it.
 //!
 //! # Wait mode: permits move through pools
 //!
@@ -75,32 +87,30 @@
 //!
 //! Waiting callers queue behind a mutex, touched only when the bulkhead is full or someone
 //! waits. While anyone waits, new calls go to the back of the queue and released permits are
-//! handed to the front waiter, so nobody barges past a fair waiter. The race between a releaser
-//! putting a permit in its slot and a caller starting to wait is closed Dekker-style: the
-//! releaser increments the slot, then reads `waiting`; the waiter increments `waiting`, then
-//! scans the slots (all `SeqCst`). At least one sees the other. Shrinking below the permits
-//! in flight leaves a debt (`global < 0`) that releases pay back before anything is admitted.
+//! handed to the front waiter, so nobody barges past a fair waiter.
 //!
-//! # Thread numbers
-//!
-//! A thread gets its number on its first call through any bulkhead: the lowest number no live
-//! thread holds, from a process-wide free list under a mutex. A thread-local guard gives it
-//! back when the thread exits, after marking the thread as exited (so a permit dropped later
-//! by another thread-local's destructor on that thread takes the non-owner path). A thread
-//! whose number is at least the slot count, or that has exited, still uses slot
-//! `number % slot count`, as a non-owner: both its acquire and its release are RMWs.
+//! *No waiter is left queued while a permit sits free.* A releaser that finds nobody waiting
+//! puts its permit in its slot with an RMW (`AcqRel`), then loads `waiting`; a waiter
+//! increments `waiting` (under the queue lock), then takes from (or, when empty, reads with an
+//! RMW) every slot's cache. For each slot, either the waiter's RMW comes after the releaser's
+//! in that slot's order, and the waiter finds the permit; or it comes before, and the
+//! releaser's RMW reads from it, so the releaser's load of `waiting` sees the waiter and it
+//! hands the free permits to the queue itself (under the lock). The releaser's side stays a
+//! plain load of a line that only waiters write; the RMW reads are on the waiter's cold path.
+//! Shrinking below the permits in flight leaves a debt (`global < 0`) that releases pay back
+//! before anything is admitted.
 
-use std::cell::Cell;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
 use crate::error::BulkheadFull;
 use crate::leak::{LeakBudget, Leaked as Ref, STATIC_BUILDS};
+use crate::stripe::{stripe_count, thread_number, CachePadded};
+use crate::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{lock, Mutex};
 
 const TARGET: &str = "seawall::bulkhead";
 
@@ -134,10 +144,8 @@ struct Pool {
     queue: Mutex<VecDeque<Arc<Node>>>,
 }
 
-/// One thread's part of the permits, in its own cache line (the fields a call touches are in
-/// the first 64 bytes; 128-byte alignment keeps neighbouring slots off the adjacent line that
-/// some CPUs prefetch in pairs).
-#[repr(C, align(128))]
+/// One thread's part of the permits (the fields a call touches are in the first 64 bytes of
+/// its [`CachePadded`] lines).
 struct Slot {
     /// Reject mode: permits taken here, by any thread (RMW).
     taken: AtomicUsize,
@@ -156,11 +164,13 @@ struct Slot {
     pool: Ref<Pool>,
 }
 
+type SlotRef = Ref<CachePadded<Slot>>;
+
 /// What a layer value, its services and its handle share.
 pub(crate) struct Shared {
     counted: bool,
     mask: usize,
-    slots: Box<[Ref<Slot>]>,
+    slots: Box<[SlotRef]>,
     pool: Ref<Pool>,
     /// Reject mode, after a shrink: every slot's share is zero until in flight is below the
     /// new capacity, when the shares are dealt again.
@@ -178,9 +188,11 @@ pub(crate) struct Node {
     waker: Mutex<Option<Waker>>,
 }
 
-/// A permit held by a call in flight; dropping it gives the permit back to its slot.
+/// A permit held by a call in flight; dropping it gives the permit back to its slot, as the
+/// dropping thread ([`Permit::release_as`] names the thread explicitly).
 pub(crate) struct Permit {
-    slot: Ref<Slot>,
+    /// `None` once released by [`Permit::release_as`].
+    slot: Option<SlotRef>,
 }
 
 /// What became of a call that found no permit on its own slot.
@@ -193,99 +205,9 @@ pub(crate) enum Acquired {
     Queued { node: Arc<Node>, max_wait: Duration },
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No code panics while holding these locks, but a waker might; keep going regardless.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A thread that has not called through a bulkhead yet.
-const UNASSIGNED: usize = usize::MAX;
-/// A thread whose thread-locals are being torn down: it owns no slot any more.
-const EXITED: usize = usize::MAX - 1;
-
-/// The thread numbers in use: the next never handed out, and those given back by exited
-/// threads (lowest first, so that numbers stay below the slot count when they can).
-struct Registry {
-    next: usize,
-    free: BinaryHeap<Reverse<usize>>,
-}
-
-impl Registry {
-    fn take(&mut self) -> usize {
-        match self.free.pop() {
-            Some(Reverse(number)) => number,
-            None => {
-                let number = self.next;
-                self.next += 1;
-                number
-            }
-        }
-    }
-
-    fn give_back(&mut self, number: usize) {
-        self.free.push(Reverse(number));
-    }
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    next: 0,
-    free: BinaryHeap::new(),
-});
-
-/// Gives the thread's number back when the thread exits.
-struct NumberGuard;
-
-impl Drop for NumberGuard {
-    fn drop(&mut self) {
-        // Mark the thread first: a permit dropped after this on this thread is a non-owner's.
-        let number = THREAD_NUMBER.with(|cell| cell.replace(EXITED));
-        if number < EXITED {
-            // The unlock orders this thread's plain stores to its slots' `returned_local`
-            // before the loads of the next thread to get the number (which takes this lock).
-            lock(&REGISTRY).give_back(number);
-        }
-    }
-}
-
-thread_local! {
-    /// No destructor, so reading it is a plain thread-local load, valid even while the
-    /// thread's other thread-locals are torn down.
-    static THREAD_NUMBER: Cell<usize> = const { Cell::new(UNASSIGNED) };
-    static NUMBER_GUARD: NumberGuard = const { NumberGuard };
-}
-
-/// This thread's number (see the module docs), handed out on first use.
-#[inline]
-fn thread_number() -> usize {
-    let number = THREAD_NUMBER.with(Cell::get);
-    if number != UNASSIGNED {
-        return number;
-    }
-    assign_thread_number()
-}
-
-#[cold]
-#[inline(never)]
-fn assign_thread_number() -> usize {
-    // Register the guard before taking a number, so that the number always goes back. A thread
-    // already tearing down its thread-locals gets none.
-    if NUMBER_GUARD.try_with(|_| ()).is_err() {
-        THREAD_NUMBER.with(|cell| cell.set(EXITED));
-        return EXITED;
-    }
-    let number = lock(&REGISTRY).take();
-    THREAD_NUMBER.with(|cell| cell.set(number));
-    number
-}
-
 /// Slot `i`'s part when `total` is dealt over `n` slots as evenly as can be.
 fn deal(total: usize, n: usize, i: usize) -> usize {
     total / n + usize::from(i < total % n)
-}
-
-fn slot_count() -> usize {
-    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-    (cores * 2).next_power_of_two().clamp(4, 64)
 }
 
 /// Whether this build's slots may be leaked (the first `STATIC_BUILDS` of the process).
@@ -304,6 +226,19 @@ fn take_one(counter: &AtomicUsize, order: Ordering) -> bool {
     let mut n = counter.load(Ordering::Relaxed);
     while n > 0 {
         match counter.compare_exchange_weak(n, n - 1, order, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => n = now,
+        }
+    }
+    false
+}
+
+/// Wait mode, a waiter's scan: takes one from a slot's cache, reading it with an RMW even when
+/// it is empty (the waiter's half of the handshake in the module docs).
+fn take_one_seen(counter: &AtomicUsize) -> bool {
+    let mut n = counter.fetch_add(0, Ordering::AcqRel);
+    while n > 0 {
+        match counter.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return true,
             Err(now) => n = now,
         }
@@ -344,7 +279,8 @@ impl Pool {
 
     /// Hands a permit to `node`, which the caller has just popped from the queue.
     fn grant(&self, node: Arc<Node>) {
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let before = self.waiting.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(before > 0, "a queued waiter is counted in `waiting`");
         node.granted.store(true, Ordering::Release);
         let waker = lock(&node.waker).take();
         if let Some(waker) = waker {
@@ -394,27 +330,29 @@ impl Slot {
     /// slot before the RMW, so that a full slot costs none (the slow path's scan).
     #[inline]
     fn try_take(&self, look_first: bool) -> bool {
-        let share = self.share.load(Ordering::Relaxed);
         let returned = self.returned();
         if look_first {
             let taken = self.taken.load(Ordering::Relaxed);
-            if taken.wrapping_sub(returned) >= share {
+            if taken.wrapping_sub(returned) >= self.share.load(Ordering::Relaxed) {
                 return false;
             }
         }
-        let taken = self.taken.fetch_add(1, Ordering::Relaxed);
-        if taken.wrapping_sub(returned) < share {
+        let taken = self.taken.fetch_add(1, Ordering::Acquire);
+        // After the increment: a share from before a shrink is then one the redeal accounts
+        // for (the module docs, *Resizes*).
+        if taken.wrapping_sub(returned) < self.share.load(Ordering::Relaxed) {
             return true;
         }
         self.taken.fetch_sub(1, Ordering::Relaxed);
         false
     }
 
-    /// Reject mode: gives one permit back to this slot, from whichever thread holds it.
+    /// Reject mode: gives one permit back to this slot, as the thread numbered `number`.
     #[inline]
-    fn give_back(&self) {
-        if THREAD_NUMBER.with(Cell::get) == self.index {
-            // Only this thread writes `returned_local` (see the module docs): no RMW needed.
+    fn give_back(&self, number: usize) {
+        if number == self.index {
+            // Only this slot's owner writes `returned_local` (the ownership invariant of
+            // `crate::stripe`): no RMW needed.
             let n = self.returned_local.load(Ordering::Relaxed);
             self.returned_local
                 .store(n.wrapping_add(1), Ordering::Release);
@@ -426,13 +364,22 @@ impl Slot {
     /// Reject mode: calls in flight on this slot (and, for an instant, failed attempts).
     fn in_flight(&self) -> usize {
         let returned = self.returned();
-        let n = self.taken.load(Ordering::Acquire).wrapping_sub(returned);
-        // Returns are loaded first, so this never goes below zero; be safe regardless.
-        if n > MAX_CAPACITY * 2 {
-            0
-        } else {
-            n
-        }
+        Self::held(self.taken.load(Ordering::Acquire), returned)
+    }
+
+    /// Reject mode: [`Slot::in_flight`], reading `taken` with an RMW (the redeal's half of the
+    /// argument in the module docs, *Resizes*).
+    fn in_flight_seen(&self) -> usize {
+        let returned = self.returned();
+        Self::held(self.taken.fetch_add(0, Ordering::AcqRel), returned)
+    }
+
+    fn held(taken: usize, returned: usize) -> usize {
+        let n = taken.wrapping_sub(returned);
+        // Returns are loaded first, and a permit's increment happens before its return, so
+        // `taken` is never behind them.
+        debug_assert!(n <= MAX_CAPACITY * 2, "in flight below zero: {n}");
+        n
     }
 
     /// Wait mode, the happy path: one permit from this slot's cache, unless someone is queued
@@ -454,12 +401,13 @@ impl Slot {
         if pool.global.load(Ordering::Relaxed) < 0 && pool.pay_debt() {
             return;
         }
-        if pool.waiting.load(Ordering::SeqCst) != 0 {
+        if pool.waiting.load(Ordering::Acquire) != 0 {
             self.release_slow();
             return;
         }
-        self.free.fetch_add(1, Ordering::SeqCst);
-        if pool.waiting.load(Ordering::SeqCst) != 0 {
+        // The releaser's half of the handshake (module docs): an RMW, then a load.
+        self.free.fetch_add(1, Ordering::AcqRel);
+        if pool.waiting.load(Ordering::Acquire) != 0 {
             self.rescue();
         }
     }
@@ -488,22 +436,38 @@ impl Slot {
             pool.grant(node);
         }
     }
+
+    /// Gives one permit back, as the thread numbered `number`.
+    #[inline]
+    fn release(&self, number: usize) {
+        if self.counted {
+            self.give_back(number);
+        } else {
+            self.release_pooled();
+        }
+    }
 }
 
 impl Permit {
-    fn new(slot: Ref<Slot>) -> Self {
-        Self { slot }
+    fn new(slot: SlotRef) -> Self {
+        Self { slot: Some(slot) }
+    }
+
+    /// Gives the permit back as the thread numbered `number` (what dropping it does, as the
+    /// calling thread).
+    #[cfg(test)]
+    pub(crate) fn release_as(mut self, number: usize) {
+        if let Some(slot) = self.slot.take() {
+            slot.release(number);
+        }
     }
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        let slot = &*self.slot;
-        if slot.counted {
-            slot.give_back();
-        } else {
-            slot.release_pooled();
+        if let Some(slot) = &self.slot {
+            slot.release(thread_number());
         }
     }
 }
@@ -511,7 +475,7 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("slot", &self.slot.index)
+            .field("slot", &self.slot.as_ref().map(|s| s.index))
             .finish_non_exhaustive()
     }
 }
@@ -521,48 +485,59 @@ impl Node {
         self.granted.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_waker(&self, waker: &Waker) {
-        let mut slot = lock(&self.waker);
-        match &*slot {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
+    /// Whether a permit was granted, registering `waker` to be woken when one is if not (set
+    /// before the second look, so that a grant in between is not missed).
+    pub(crate) fn poll_granted(&self, waker: &Waker) -> bool {
+        if self.is_granted() {
+            return true;
         }
+        {
+            let mut slot = lock(&self.waker);
+            match &*slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        self.is_granted()
     }
 }
 
 impl Shared {
     pub(crate) fn new(capacity: usize, config: Config) -> Self {
-        Self::build(capacity, config, leak_this_one())
+        Self::build(capacity, config, stripe_count(), leak_this_one())
     }
 
-    /// A bulkhead whose permits hold an `Arc` to their slot (what every build past the first
-    /// `STATIC_BUILDS` gets), for tests.
+    /// A bulkhead of `slots` slots (a power of two) whose permits hold an `Arc` to their slot
+    /// (what every build past the first `STATIC_BUILDS` gets): for tests and models.
     #[cfg(test)]
-    fn new_counted(capacity: usize, config: Config) -> Self {
-        Self::build(capacity, config, false)
+    pub(crate) fn new_counted(capacity: usize, config: Config, slots: usize) -> Self {
+        Self::build(capacity, config, slots, false)
     }
 
-    fn build(capacity: usize, config: Config, leak: bool) -> Self {
+    fn build(capacity: usize, config: Config, n: usize, leak: bool) -> Self {
+        assert!(n.is_power_of_two(), "a slot count is a power of two");
         let counted = config.max_wait.is_none();
         let pool = Pool {
             global: AtomicIsize::new(if counted { 0 } else { capacity as isize }),
             waiting: AtomicUsize::new(0),
             queue: Mutex::new(VecDeque::new()),
         };
-        let n = slot_count();
         let share = |i| if counted { deal(capacity, n, i) } else { 0 };
-        let (pool, slots): (Ref<Pool>, Box<[Ref<Slot>]>) = if leak {
+        let (pool, slots): (Ref<Pool>, Box<[SlotRef]>) = if leak {
             let pool: &'static Pool = Box::leak(Box::new(pool));
-            let slots: &'static [Slot] = Box::leak(
+            let slots: &'static [CachePadded<Slot>] = Box::leak(
                 (0..n)
-                    .map(|i| Slot::new(i, counted, share(i), Ref::Static(pool)))
+                    .map(|i| CachePadded(Slot::new(i, counted, share(i), Ref::Static(pool))))
                     .collect(),
             );
             (Ref::Static(pool), slots.iter().map(Ref::Static).collect())
         } else {
             let pool = Ref::Counted(Arc::new(pool));
             let slots = (0..n)
-                .map(|i| Ref::Counted(Arc::new(Slot::new(i, counted, share(i), pool.clone()))))
+                .map(|i| {
+                    let slot = Slot::new(i, counted, share(i), pool.clone());
+                    Ref::Counted(Arc::new(CachePadded(slot)))
+                })
                 .collect();
             (pool, slots)
         };
@@ -582,24 +557,30 @@ impl Shared {
     /// The happy path: a permit from this thread's slot.
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Permit> {
+        self.try_acquire_as(thread_number())
+    }
+
+    /// The happy path, as the thread numbered `number`.
+    #[inline]
+    pub(crate) fn try_acquire_as(&self, number: usize) -> Option<Permit> {
         if !self.counted {
-            return self.try_acquire_pooled();
+            return self.try_acquire_pooled(number);
         }
-        let slot = &self.slots[thread_number() & self.mask];
+        let slot = self.slot_of(number);
         slot.try_take(false).then(|| Permit::new(slot.clone()))
     }
 
     /// Wait mode's happy path, out of line so that reject mode's stays small enough to inline.
     #[inline(never)]
-    fn try_acquire_pooled(&self) -> Option<Permit> {
-        let slot = self.local_slot();
+    fn try_acquire_pooled(&self, number: usize) -> Option<Permit> {
+        let slot = self.slot_of(number);
         slot.try_take_free().then(|| Permit::new(slot.clone()))
     }
 
-    /// This thread's slot.
+    /// The slot of the thread numbered `number`.
     #[inline]
-    fn local_slot(&self) -> &Ref<Slot> {
-        &self.slots[thread_number() & self.mask]
+    fn slot_of(&self, number: usize) -> &SlotRef {
+        &self.slots[number & self.mask]
     }
 
     /// A rejection, counted and traced.
@@ -624,20 +605,17 @@ impl Shared {
         BulkheadFull::new(self.config.retry_after)
     }
 
-    /// A permit from anywhere: the central pool, then every slot. Moves slots' free permits
-    /// to the central pool first when a shrink left a debt.
-    fn take_any(&self) -> bool {
+    /// A permit from anywhere: the central pool, then every slot, starting at the slot of the
+    /// thread numbered `start`, each taken from with `take`. Moves slots' free permits to the
+    /// central pool first when a shrink left a debt.
+    fn take_any(&self, start: usize, take: fn(&AtomicUsize) -> bool) -> bool {
         if self.pool.global.load(Ordering::SeqCst) < 0 {
             self.sweep();
         }
         if self.pool.take_global() {
             return true;
         }
-        let start = thread_number();
-        (0..self.slots.len()).any(|i| {
-            let slot = &self.slots[start.wrapping_add(i) & self.mask];
-            take_one(&slot.free, Ordering::SeqCst)
-        })
+        (0..self.slots.len()).any(|i| take(&self.slot_of(start.wrapping_add(i)).free))
     }
 
     /// Moves every slot's free permits to the central pool (to pay a debt).
@@ -650,35 +628,41 @@ impl Shared {
         }
     }
 
-    /// The slow path of a call that found no permit on its own slot: a permit from anywhere
-    /// (unless callers are queued: then the caller must queue too), or else a rejection (reject
-    /// mode, or a full queue) or a place in the queue.
+    /// The slow path of a call that found no permit on its own slot.
     #[cold]
     #[inline(never)]
     pub(crate) fn acquire_slow(&self) -> Acquired {
+        self.acquire_slow_as(thread_number())
+    }
+
+    /// The slow path, as the thread numbered `number`: a permit from anywhere (unless callers
+    /// are queued: then the caller must queue too), or else a rejection (reject mode, or a full
+    /// queue) or a place in the queue.
+    pub(crate) fn acquire_slow_as(&self, number: usize) -> Acquired {
         let Some(max_wait) = self.config.max_wait else {
-            return match self.try_acquire_counted_anywhere() {
+            return match self.try_acquire_counted_anywhere(number) {
                 Some(permit) => Acquired::Permit(permit),
                 None => Acquired::Full(self.reject("full")),
             };
         };
-        if self.pool.waiting.load(Ordering::SeqCst) == 0 && self.take_any() {
-            return Acquired::Permit(Permit::new(self.local_slot().clone()));
+        if self.pool.waiting.load(Ordering::SeqCst) == 0
+            && self.take_any(number, |free| take_one(free, Ordering::SeqCst))
+        {
+            return Acquired::Permit(self.granted_permit_as(number));
         }
-        self.enqueue(max_wait)
+        self.enqueue(max_wait, number)
     }
 
     /// Reject mode: a permit from any slot with room, after dealing the shares again if a
     /// shrink has drained enough. Two rounds narrow the window in which a permit released
     /// during the first is missed.
-    fn try_acquire_counted_anywhere(&self) -> Option<Permit> {
+    fn try_acquire_counted_anywhere(&self, number: usize) -> Option<Permit> {
         if self.draining.load(Ordering::Acquire) {
             let _guard = lock(&self.pool.queue);
             self.try_redeal();
         }
-        let start = thread_number();
         (0..2 * self.slots.len()).find_map(|i| {
-            let slot = &self.slots[start.wrapping_add(i) & self.mask];
+            let slot = self.slot_of(number.wrapping_add(i));
             slot.try_take(true).then(|| Permit::new(slot.clone()))
         })
     }
@@ -691,7 +675,7 @@ impl Shared {
             return;
         }
         let capacity = self.capacity.load(Ordering::SeqCst);
-        let in_flight: Vec<usize> = self.slots.iter().map(|s| s.in_flight()).collect();
+        let in_flight: Vec<usize> = self.slots.iter().map(|s| s.in_flight_seen()).collect();
         let total: usize = in_flight.iter().sum();
         if total >= capacity {
             return;
@@ -702,18 +686,28 @@ impl Shared {
             slot.share.store(busy + deal(room, n, i), Ordering::SeqCst);
         }
         self.draining.store(false, Ordering::Release);
+        debug_assert_eq!(self.shares(), capacity, "the shares sum to the capacity");
     }
 
-    /// Hands free permits to the front of the queue, in order, while any are free.
-    fn grant_from_pools(&self, queue: &mut VecDeque<Arc<Node>>) {
-        while !queue.is_empty() && self.take_any() {
+    /// Reject mode: the sum of the shares (the capacity, whenever no drain is under way).
+    fn shares(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.share.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Hands free permits to the front of the queue, in order, while any are free (with the
+    /// queue lock held; the waiter's half of the handshake in the module docs).
+    fn grant_from_pools(&self, queue: &mut VecDeque<Arc<Node>>, start: usize) {
+        while !queue.is_empty() && self.take_any(start, take_one_seen) {
             let node = queue.pop_front().expect("queue is not empty");
             self.pool.grant(node);
         }
     }
 
     /// Queues a caller that found no free permit (wait mode).
-    fn enqueue(&self, max_wait: Duration) -> Acquired {
+    fn enqueue(&self, max_wait: Duration, number: usize) -> Acquired {
         let pool = &*self.pool;
         let mut queue = lock(&pool.queue);
         if let Some(max) = self.config.max_waiting {
@@ -722,15 +716,15 @@ impl Shared {
                 return Acquired::Full(self.reject("queue full"));
             }
         }
-        // Announce first, then look at the pools (the Dekker handshake with
-        // `Slot::release_pooled`).
+        // Announce first, then look at the pools (the waiter's half of the handshake in the
+        // module docs).
         pool.waiting.fetch_add(1, Ordering::SeqCst);
         let node = Arc::new(Node::default());
         queue.push_back(Arc::clone(&node));
-        self.grant_from_pools(&mut queue);
+        self.grant_from_pools(&mut queue, number);
         drop(queue);
         if node.is_granted() {
-            Acquired::Permit(self.granted_permit())
+            Acquired::Permit(self.granted_permit_as(number))
         } else {
             Acquired::Queued { node, max_wait }
         }
@@ -738,7 +732,12 @@ impl Shared {
 
     /// A permit for a waiter that has been granted one.
     pub(crate) fn granted_permit(&self) -> Permit {
-        Permit::new(self.local_slot().clone())
+        self.granted_permit_as(thread_number())
+    }
+
+    /// A permit for a waiter that has been granted one, on the thread numbered `number`.
+    pub(crate) fn granted_permit_as(&self, number: usize) -> Permit {
+        Permit::new(self.slot_of(number).clone())
     }
 
     /// The waiter's maximum wait is over. Returns `true` if a permit was granted in the
@@ -790,11 +789,13 @@ impl Shared {
                     slot.share
                         .fetch_add(deal(capacity - old, n, i), Ordering::SeqCst);
                 }
+                debug_assert_eq!(self.shares(), capacity, "the shares sum to the capacity");
             }
         } else if capacity > old {
             pool.global
                 .fetch_add((capacity - old) as isize, Ordering::SeqCst);
-            self.grant_from_pools(&mut queue);
+            // The scan's start is only a spreading choice.
+            self.grant_from_pools(&mut queue, 0);
         } else if capacity < old {
             pool.global
                 .fetch_sub((old - capacity) as isize, Ordering::SeqCst);
@@ -864,7 +865,7 @@ impl fmt::Debug for Shared {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(seawall_loom)))]
 mod tests {
     use super::*;
     use std::thread;
@@ -893,13 +894,17 @@ mod tests {
             .collect()
     }
 
+    fn slot(permit: &Permit) -> &SlotRef {
+        permit.slot.as_ref().expect("not released")
+    }
+
     /// The leaked and the reference-counted representations keep the same accounting when
     /// permits cross threads both ways.
     #[test]
     fn permits_cross_threads_both_ways_in_either_representation() {
         for shared in [
-            Shared::build(8, reject_mode(), true),
-            Shared::new_counted(8, reject_mode()),
+            Shared::build(8, reject_mode(), stripe_count(), true),
+            Shared::new_counted(8, reject_mode(), stripe_count()),
         ] {
             let theirs = thread::scope(|s| s.spawn(|| take(&shared, 5)).join().unwrap());
             assert_eq!(shared.in_flight(), 5);
@@ -918,21 +923,21 @@ mod tests {
 
     #[test]
     fn a_leaked_slot_costs_its_permits_no_reference_count_and_a_counted_one_does() {
-        let leaked = Shared::build(4, reject_mode(), true);
+        let leaked = Shared::build(4, reject_mode(), stripe_count(), true);
         let permit = acquire(&leaked).unwrap();
-        assert!(matches!(permit.slot, Ref::Static(_)));
+        assert!(matches!(slot(&permit), Ref::Static(_)));
 
-        let counted = Shared::new_counted(4, reject_mode());
+        let counted = Shared::new_counted(4, reject_mode(), stripe_count());
         let permit = acquire(&counted).unwrap();
-        let Ref::Counted(slot) = &permit.slot else {
+        let Ref::Counted(slot) = slot(&permit) else {
             panic!("a counted bulkhead hands out counted permits");
         };
-        // The bulkhead's own reference, this permit's, and the one just read.
+        // The bulkhead's own reference and this permit's.
         assert_eq!(Arc::strong_count(slot), 2);
     }
 
     fn static_slot(permit: &Permit) -> &'static Slot {
-        match permit.slot {
+        match slot(permit) {
             Ref::Static(slot) => slot,
             Ref::Counted(_) => panic!("built leaked"),
         }
@@ -940,7 +945,7 @@ mod tests {
 
     #[test]
     fn a_permit_given_back_by_its_slots_owner_takes_no_rmw_and_by_another_thread_does() {
-        let shared = Shared::build(64, reject_mode(), true);
+        let shared = Shared::build(64, reject_mode(), stripe_count(), true);
         let permit = shared.try_acquire().expect("this thread's slot has room");
         let slot = static_slot(&permit);
         let counter = if thread_number() == slot.index {
@@ -961,31 +966,39 @@ mod tests {
     }
 
     #[test]
-    fn an_exited_threads_number_is_handed_out_again() {
-        // Without reuse, 300 threads one after another would take 300 numbers. Other tests
-        // in this binary hold a few numbers at a time, never a hundred.
-        let highest = (0..300)
-            .map(|_| thread::spawn(thread_number).join().unwrap())
-            .max()
-            .unwrap();
-        assert!(highest < 100, "numbers are not reused: {highest}");
+    fn a_permit_released_as_a_named_thread_takes_that_threads_path() {
+        let shared = Shared::new_counted(4, reject_mode(), 2);
+        let owners = (
+            shared.try_acquire_as(1).unwrap(),
+            shared.try_acquire_as(1).unwrap(),
+        );
+        let slot = Arc::clone(match slot(&owners.0) {
+            Ref::Counted(slot) => slot,
+            Ref::Static(_) => panic!("built counted"),
+        });
+        assert_eq!(slot.index, 1);
+        owners.0.release_as(1);
+        owners.1.release_as(0);
+        assert_eq!(slot.returned_local.load(Ordering::Relaxed), 1);
+        assert_eq!(slot.returned_remote.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.in_flight(), 0);
     }
 
     #[test]
     fn a_permit_dropped_while_its_thread_tears_down_is_counted_back() {
         static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
-        static SEEN: AtomicUsize = AtomicUsize::new(UNASSIGNED);
+        static SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
         struct HeldUntilExit(std::cell::RefCell<Option<Permit>>);
         impl Drop for HeldUntilExit {
             fn drop(&mut self) {
-                SEEN.store(THREAD_NUMBER.with(Cell::get), Ordering::SeqCst);
+                SEEN.store(thread_number(), Ordering::SeqCst);
                 drop(self.0.borrow_mut().take());
             }
         }
         thread_local! {
             static HELD: HeldUntilExit = const { HeldUntilExit(std::cell::RefCell::new(None)) };
         }
-        let shared = SHARED.get_or_init(|| Shared::build(64, reject_mode(), true));
+        let shared = SHARED.get_or_init(|| Shared::build(64, reject_mode(), stripe_count(), true));
         let (number, slot) = thread::spawn(|| {
             // Registered before the number guard: where destructors run last registered
             // first (glibc), the permit is dropped after the thread gave its number back.
@@ -998,26 +1011,14 @@ mod tests {
         .join()
         .unwrap();
         let seen = SEEN.load(Ordering::SeqCst);
-        assert!(seen == number || seen == EXITED, "{seen} vs {number}");
-        if seen == EXITED {
+        assert!(
+            seen == number || seen == crate::stripe::EXITED,
+            "{seen} vs {number}"
+        );
+        if seen == crate::stripe::EXITED {
             // A non-owner's release: the slot may already belong to another thread.
             assert!(slot.returned_remote.load(Ordering::SeqCst) >= 1);
         }
         assert_eq!(shared.in_flight(), 0);
-    }
-
-    #[test]
-    fn the_registry_hands_out_the_lowest_free_number() {
-        let mut registry = Registry {
-            next: 0,
-            free: BinaryHeap::new(),
-        };
-        let taken: Vec<usize> = (0..4).map(|_| registry.take()).collect();
-        assert_eq!(taken, [0, 1, 2, 3]);
-        registry.give_back(2);
-        registry.give_back(0);
-        assert_eq!(registry.take(), 0);
-        assert_eq!(registry.take(), 2);
-        assert_eq!(registry.take(), 4);
     }
 }

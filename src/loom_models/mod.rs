@@ -16,4 +16,6 @@ mod breaker_window;
 mod rate_limit;
 #[cfg(feature = "retry")]
 mod retry_budget;
+#[cfg(feature = "bulkhead")]
+mod bulkhead;
 mod stripe;
