@@ -21,6 +21,16 @@
 //! read-modify-writes only. [`Counter`] relies on exactly this to stay exact with a plain
 //! load and store on the owner's side (the loom model `stripe` checks it).
 
+// Each layer uses a part of this module; a build with some of them leaves the rest unused.
+#![cfg_attr(
+    not(all(
+        feature = "circuit-breaker",
+        feature = "bulkhead",
+        feature = "rate-limit"
+    )),
+    allow(dead_code)
+)]
+
 use crate::sync::atomic::{AtomicU64, Ordering};
 use std::cell::Cell;
 use std::cmp::Reverse;

@@ -6,6 +6,17 @@
 //! dependency under it. Statics keep `std` types (loom's have no `const fn new`); a protocol
 //! that a model checks keeps its state in fields built inside the model.
 
+// Each layer uses a part of this module; a build with some of them leaves the rest unused.
+#![cfg_attr(
+    not(all(
+        feature = "circuit-breaker",
+        feature = "bulkhead",
+        feature = "rate-limit",
+        feature = "retry"
+    )),
+    allow(dead_code)
+)]
+
 // Not every layer that needs the shim needs all of it (a retry-only build uses no atomics here).
 #[cfg(not(seawall_loom))]
 #[allow(unused_imports)]

@@ -92,6 +92,7 @@ pub struct CircuitBreakerConfig {
 impl CircuitBreakerConfig {
     /// Whether the document names no trip policy (no consecutive failures, rate, window or
     /// throttling): the client stack then applies its own.
+    #[cfg(all(feature = "retry", feature = "bulkhead", feature = "correlation-id"))]
     pub(crate) fn names_no_policy(&self) -> bool {
         self.consecutive_failures.is_none()
             && self.failure_rate.is_none()

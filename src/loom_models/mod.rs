@@ -12,10 +12,10 @@
 mod breaker_state;
 #[cfg(feature = "circuit-breaker")]
 mod breaker_window;
+#[cfg(feature = "bulkhead")]
+mod bulkhead;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
 #[cfg(feature = "retry")]
 mod retry_budget;
-#[cfg(feature = "bulkhead")]
-mod bulkhead;
 mod stripe;
