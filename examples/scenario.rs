@@ -40,7 +40,7 @@
 //! | `--phase SECS` | `SCENARIO_PHASE_SECS` | 6 (short: 0.4) | length of each phase |
 //! | `--rate N` | `SCENARIO_RATE` | 300 | calls offered per second |
 //! | `--only LIST` | `SCENARIO_ONLY` | all | configurations to run, by name: `bare,tower,tower-resilience,seawall` |
-//! | `--seawall VARIANTS` | `SCENARIO_SEAWALL` | `defaults` | seawall configurations, `;`-separated, each `defaults` or `key=value,...` with keys `attempt_timeout` (default 250ms), `bulkhead` (permits), `open` (the breaker's open period, replacing the breaker with the builder's defaults and that period), `probes` (half-open probes, same) |
+//! | `--seawall VARIANTS` | `SCENARIO_SEAWALL` | `defaults` | seawall configurations, `;`-separated, each `defaults` or `key=value,...` with keys `attempt_timeout` (default 250ms), `bulkhead` (permits), `open` (the breaker's open period, replacing the breaker with the builder's defaults and that period), `probes` (half-open probes, same: the classic breaker instead of the stack's adaptive throttling), `budget` (the retry budget, `RATIO/TTL`, e.g. `0.2/10s`) |
 //! | `--out PATH` | `SCENARIO_CHART` | `target/scenario.png` (short: `target/scenario-short.png`) | the chart |
 //! | | `SCENARIO_FONT` | DejaVu Sans if installed | a TrueType font for the chart's text; without one the chart has no text |
 //!
@@ -149,6 +149,8 @@ struct SeawallVariant {
     bulkhead: Option<usize>,
     open: Option<Duration>,
     probes: Option<u32>,
+    /// The retry budget's ratio and time to live.
+    budget: Option<(f64, Duration)>,
 }
 
 impl SeawallVariant {
@@ -171,6 +173,13 @@ impl SeawallVariant {
                 "bulkhead" => v.bulkhead = Some(value.parse().map_err(|e| format!("{e}"))?),
                 "open" => v.open = Some(parse_duration(value)?),
                 "probes" => v.probes = Some(value.parse().map_err(|e| format!("{e}"))?),
+                "budget" => {
+                    let (ratio, ttl) = value
+                        .split_once('/')
+                        .ok_or_else(|| format!("`budget={value}`: expected RATIO/TTL"))?;
+                    let ratio = ratio.parse().map_err(|e| format!("{e}"))?;
+                    v.budget = Some((ratio, parse_duration(ttl)?));
+                }
                 other => return Err(format!("unknown seawall setting `{other}`")),
             }
         }
@@ -190,6 +199,18 @@ impl SeawallVariant {
             .with_attempt_timeout(self.attempt_timeout.unwrap_or(ATTEMPT_TIMEOUT))?;
         if let Some(n) = self.bulkhead {
             stack = stack.with_bulkhead(BulkheadLayer::new(n)?);
+        }
+        if let Some((ratio, ttl)) = self.budget {
+            let budget = seawall::retry::RetryBudget::builder()
+                .ratio(ratio)
+                .ttl(ttl)
+                .build()?;
+            stack = stack.with_retry(
+                seawall::retry::RetryLayer::builder()
+                    .http()
+                    .budget(budget)
+                    .build()?,
+            );
         }
         if self.open.is_some() || self.probes.is_some() {
             let mut breaker = CircuitBreakerLayer::builder().classifier(ServerErrorsAsFailures);

@@ -258,7 +258,8 @@ async fn fields_left_out_are_the_builders_defaults() {
     // A retry section that sets something keeps the client stack's budget...
     let config: ClientStackConfig = toml::from_str("[retry]\nmax_attempts = 2").unwrap();
     let budget = config.build().unwrap().retry().budget().cloned().unwrap();
-    assert_eq!(shape(&budget), shape(&RetryBudget::default()));
+    let stack_budget = ClientStack::new().retry().budget().cloned().unwrap();
+    assert_eq!(shape(&budget), shape(&stack_budget));
     // ...and a standalone retry layer has none, as its builder.
     assert!(RetryConfig::default()
         .build()

@@ -11,7 +11,6 @@ mod client {
     use crate::config::duration::human_duration;
     use crate::config::{BulkheadConfig, CircuitBreakerConfig, PropagationConfig, RetryConfig};
     use crate::error::ConfigError;
-    use crate::retry::RetryBudget;
     use crate::stack::ClientStack;
     use serde::{Deserialize, Serialize};
     use std::time::Duration;
@@ -22,7 +21,7 @@ mod client {
     ///
     /// Each section configures one layer and keeps, for what it leaves out, that layer's
     /// default in the stack (see [`ClientStack`]): the retry layer retries HTTP requests by
-    /// cloning them and keeps the stack's [`RetryBudget::default`] unless `retry.budget` says
+    /// cloning them and keeps the stack's budget (see [`ClientStack::new`]) unless `retry.budget` says
     /// otherwise; the breaker counts `5xx` responses as failures
     /// ([`ServerErrorsAsFailures`]); `attempt_timeout` is the stack's per-attempt timeout
     /// (15 s when left out). A `ConfigError` from a section names it:
@@ -84,7 +83,7 @@ mod client {
                 .map_err(|e| e.within("correlation"))?;
             let retry = self
                 .retry
-                .http_builder_with(Some(RetryBudget::default()))
+                .http_builder_with(Some(crate::stack::client_budget()))
                 .and_then(|b| b.build())
                 .map_err(|e| e.within("retry"))?;
             // A section that names no trip policy gets the stack's (adaptive throttling).
