@@ -229,6 +229,68 @@ async fn a_failed_probe_reopens() {
     );
 }
 
+/// A rate breaker (50% of 10 calls) tripped and waited out, now half-open with 10 probes.
+async fn half_open_rate_breaker() -> (Svc, CircuitBreakerHandle) {
+    let (mut svc, handle) = breaker(
+        CircuitBreakerLayer::builder()
+            .failure_rate(0.5)
+            .count_window(10)
+            .minimum_calls(10)
+            .open_duration(Duration::from_secs(10))
+            .jitter(0.0)
+            .half_open_probes(10),
+    );
+    for _ in 0..10 {
+        call(&mut svc, Call::Fail).await.unwrap_err();
+    }
+    assert_eq!(handle.state(), State::Open);
+    advance(Duration::from_secs(10)).await;
+    (svc, handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_closes_when_a_fifth_of_its_probes_fail() {
+    // 20% of the probes fail, under the 50% threshold: Resilience4j closes; the old rule (any
+    // failed probe reopens) did not.
+    let (mut svc, handle) = half_open_rate_breaker().await;
+    for i in 0..10 {
+        let c = if i % 5 == 0 { Call::Fail } else { Call::Ok };
+        let r = call(&mut svc, c).await;
+        assert!(is_open(&r).is_none(), "probe {i} was rejected");
+        if i < 5 {
+            // Five successes are not yet enough to be sure.
+            assert_eq!(handle.state(), State::HalfOpen, "after probe {i}");
+        }
+    }
+    // Decided as soon as it was certain: 2 failures of 10 can no longer reach 5.
+    assert_eq!(handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_reopens_when_three_fifths_of_its_probes_fail() {
+    let (mut svc, handle) = half_open_rate_breaker().await;
+    // Three of every five probes fail (fail, fail, fail, ok, ok, fail, fail): the fifth
+    // failure, at the seventh probe, reaches 50% of the ten and reopens it.
+    let mut probes = 0;
+    loop {
+        let c = if probes % 5 < 3 { Call::Fail } else { Call::Ok };
+        let r = call(&mut svc, c).await;
+        assert!(is_open(&r).is_none());
+        probes += 1;
+        if handle.state() != State::HalfOpen {
+            break;
+        }
+    }
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(
+        probes, 7,
+        "5 failures of 10 probes settle it at the seventh"
+    );
+    let m = handle.metrics();
+    // The metrics show the probes that reopened it.
+    assert_eq!((m.window_calls, m.failure_rate), (7, 5.0 / 7.0), "{m:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_probe_reopens_when_slow_calls_are_detected() {
     let (mut svc, handle) = breaker(
