@@ -206,7 +206,11 @@ async fn open_half_opens_after_the_open_duration_and_closes_after_enough_probes(
     advance(Duration::from_millis(9_999)).await;
     assert!(is_open(&call(&mut svc, Call::Ok).await).is_some());
     advance(Duration::from_millis(1)).await;
-    assert_eq!(handle.state(), State::Open, "half-opens on the next call");
+    assert_eq!(
+        handle.state(),
+        State::HalfOpen,
+        "half-open once the time is up, no call needed"
+    );
     call(&mut svc, Call::Ok).await.unwrap();
     assert_eq!(handle.state(), State::HalfOpen);
     call(&mut svc, Call::Ok).await.unwrap();
@@ -759,5 +763,183 @@ mod http_face {
         advance(Duration::from_secs(10)).await;
         let res = app.clone().oneshot(get("/ok")).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+mod complete {
+    //! What users of Resilience4j and Polly look for (#22): state true without traffic, a
+    //! maximum wait in half-open, failing fast while open, manual transitions.
+    use super::*;
+    use seawall::circuit_breaker::IllegalTransition;
+    use std::task::{Context, Poll};
+
+    /// A probe of an hour, in a task of its own.
+    fn spawn_stuck_probe(svc: &Svc) -> tokio::task::JoinHandle<Result<&'static str, BoxError>> {
+        let mut probe = svc.clone();
+        tokio::spawn(async move { call(&mut probe, Call::Slow(3_600_000)).await })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_is_reported_and_published_when_the_time_is_up_without_traffic() {
+        let (mut svc, handle) = breaker(consecutive(1));
+        let mut changes = handle.subscribe();
+        trip(&mut svc, 1).await;
+        assert_eq!(changes.recv().await.unwrap().to, State::Open);
+        advance(Duration::from_secs(10)).await;
+        // The timer half-opens it: the event arrives with no call and no `state()` read.
+        let change = tokio::time::timeout(Duration::from_millis(10), changes.recv())
+            .await
+            .expect("the half-open event comes when the time is up")
+            .unwrap();
+        assert_eq!((change.from, change.to), (State::Open, State::HalfOpen));
+        assert_eq!(handle.state(), State::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_answers_cannot_hold_half_open_past_its_max_wait() {
+        let (mut svc, handle) = breaker(
+            consecutive(1)
+                .half_open_probes(1)
+                .max_wait_in_half_open(Duration::from_secs(30), State::Open),
+        );
+        trip(&mut svc, 1).await;
+        advance(Duration::from_secs(10)).await;
+        // The one probe hangs (an hour).
+        let stuck = spawn_stuck_probe(&svc);
+        tokio::task::yield_now().await;
+        assert_eq!(handle.state(), State::HalfOpen);
+        assert!(
+            is_open(&call(&mut svc, Call::Ok).await).is_some(),
+            "no slot left"
+        );
+        advance(Duration::from_secs(29)).await;
+        assert_eq!(handle.state(), State::HalfOpen);
+        advance(Duration::from_secs(1)).await;
+        // Past the maximum wait: open again, for the configured period.
+        assert_eq!(handle.state(), State::Open);
+        let open = is_open(&call(&mut svc, Call::Ok).await).expect("open again");
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
+        // The stuck probe's late success is ignored: it does not close the breaker.
+        advance(Duration::from_secs(3_600)).await;
+        stuck.await.unwrap().unwrap();
+        let m = handle.metrics();
+        assert_ne!(handle.state(), State::Closed, "{m:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_max_wait_can_close_instead_and_zero_waits_forever() {
+        let b = || {
+            consecutive(1)
+                .half_open_probes(1)
+                .max_wait_in_half_open(Duration::from_secs(30), State::Closed)
+        };
+        let (mut svc, handle) = breaker(b());
+        trip(&mut svc, 1).await;
+        advance(Duration::from_secs(10)).await;
+        let _stuck = spawn_stuck_probe(&svc);
+        tokio::task::yield_now().await;
+        advance(Duration::from_secs(30)).await;
+        assert_eq!(handle.state(), State::Closed);
+
+        let (mut svc, handle) = breaker(
+            consecutive(1)
+                .half_open_probes(1)
+                .max_wait_in_half_open(Duration::ZERO, State::Open),
+        );
+        trip(&mut svc, 1).await;
+        advance(Duration::from_secs(10)).await;
+        let _stuck = spawn_stuck_probe(&svc);
+        tokio::task::yield_now().await;
+        advance(Duration::from_secs(86_400)).await;
+        assert_eq!(handle.state(), State::HalfOpen);
+
+        let bad = CircuitBreakerLayer::builder()
+            .max_wait_in_half_open(Duration::from_secs(1), State::Disabled);
+        assert_eq!(bad.build().unwrap_err().field(), "max_wait_in_half_open");
+    }
+
+    /// A service that is never ready, and counts its calls (it must get none).
+    #[derive(Clone, Default)]
+    struct NeverReady(Arc<AtomicUsize>);
+
+    impl tower::Service<Call> for NeverReady {
+        type Response = &'static str;
+        type Error = InnerError;
+        type Future = Pin<Box<dyn Future<Output = Result<&'static str, InnerError>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InnerError>> {
+            Poll::Pending
+        }
+
+        fn call(&mut self, _: Call) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok("never") })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_fails_fast_in_front_of_a_never_ready_service() {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let calls = NeverReady::default();
+        let mut svc = layer.layer(calls.clone());
+        // Closed: the inner service's readiness, so not ready.
+        assert!(futures::poll!(std::pin::pin!(svc.ready())).is_pending());
+        handle.force_open();
+        let ready = tokio::time::timeout(Duration::from_secs(1), svc.ready()).await;
+        let err = ready
+            .expect("ready at once while open")
+            .unwrap()
+            .call(Call::Ok)
+            .await
+            .unwrap_err();
+        assert!(err.is::<CircuitOpen>());
+        handle.open_for(Duration::from_secs(5)).unwrap_err();
+        handle.force_closed();
+        handle.open_for(Duration::from_secs(5)).unwrap();
+        let ready = tokio::time::timeout(Duration::from_secs(1), svc.ready()).await;
+        let err = ready.unwrap().unwrap().call(Call::Ok).await.unwrap_err();
+        let open = err.downcast_ref::<CircuitOpen>().unwrap();
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            calls.0.load(Ordering::SeqCst),
+            0,
+            "the inner service was never called"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn manual_transitions_open_for_a_time_and_half_open_or_say_why_not() {
+        let (mut svc, handle) = breaker(consecutive(3));
+        let refused = handle.half_open().unwrap_err();
+        assert_eq!(
+            (refused.from(), refused.to_state()),
+            (State::Closed, State::HalfOpen)
+        );
+        assert!(refused.to_string().contains("CLOSED"), "{refused}");
+
+        handle.open_for(Duration::from_secs(42)).unwrap();
+        assert_eq!(handle.state(), State::Open);
+        let open = is_open(&call(&mut svc, Call::Ok).await).unwrap();
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(42)));
+        // It half-opens as if it had tripped.
+        advance(Duration::from_secs(42)).await;
+        assert_eq!(handle.state(), State::HalfOpen);
+        assert!(handle.half_open().is_err(), "already half-open");
+
+        handle.open_for(Duration::from_secs(600)).unwrap();
+        handle.half_open().unwrap();
+        assert_eq!(handle.state(), State::HalfOpen);
+        call(&mut svc, Call::Ok).await.unwrap();
+        call(&mut svc, Call::Ok).await.unwrap();
+        assert_eq!(handle.state(), State::Closed);
+
+        handle.disable();
+        let e: IllegalTransition = handle.open_for(Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.from(), State::Disabled);
+        assert!(handle.open_for(Duration::ZERO).is_err());
     }
 }

@@ -48,7 +48,8 @@ fn half_open_never_admits_more_than_its_probes_under_concurrency() {
                 }
             }));
             svc.clone().oneshot(true).await.unwrap_err();
-            assert_eq!(handle.state(), State::Open);
+            // Open for 1 µs: `state()` may already find the time up and half-open it.
+            assert_ne!(handle.state(), State::Closed);
 
             let rejected = Arc::new(AtomicUsize::new(0));
             let barrier = Arc::new(Barrier::new(TASKS));

@@ -1,5 +1,6 @@
 //! The builder and the validated configuration.
 
+use super::handle::State;
 use super::layer::CircuitBreakerLayer;
 use crate::classify::ErrorsAsFailures;
 use crate::error::{check, ConfigError};
@@ -13,6 +14,9 @@ const LAYER: &str = "circuit_breaker";
 pub(crate) const MAX_SMALL_COUNT: u32 = 4095;
 /// Largest count-based window (two rings of this many `u64` per breaker).
 const MAX_COUNT_WINDOW: u32 = 100_000;
+/// How long half-open waits for its probes before reopening: as long as the longest default
+/// open period. Resilience4j's `maxWaitDurationInHalfOpenState` (0 there: forever).
+const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 /// The first open duration: Polly's break duration.
 const DEFAULT_OPEN: Duration = Duration::from_secs(5);
 /// The longest the default growth reaches: Resilience4j's `waitDurationInOpenState`.
@@ -70,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) half_open_probes: u32,
     /// Adaptive throttling's `K`, when the breaker throttles instead of opening.
     pub(crate) throttle: Option<f64>,
+    /// How long half-open may wait for its probes, and the state it then moves to.
+    pub(crate) half_open_max_wait: Option<(Duration, u64)>,
     pub(crate) seed: Option<u64>,
     pub(crate) events_capacity: usize,
     pub(crate) bus: Option<EventSource>,
@@ -126,6 +132,7 @@ pub struct Builder<C = ErrorsAsFailures> {
     seed: Option<u64>,
     probes: u32,
     throttle: Option<f64>,
+    half_open_max_wait: (Duration, State),
     events_capacity: usize,
     bus: Option<EventSource>,
     classifier: C,
@@ -146,6 +153,7 @@ impl Default for Builder<ErrorsAsFailures> {
             seed: None,
             probes: 10,
             throttle: None,
+            half_open_max_wait: (DEFAULT_HALF_OPEN_MAX_WAIT, State::Open),
             events_capacity: 64,
             bus: None,
             classifier: ErrorsAsFailures,
@@ -270,6 +278,17 @@ impl<C> Builder<C> {
         self
     }
 
+    /// How long half-open waits for its probes' outcomes before it moves to `then`
+    /// ([`State::Open`] or [`State::Closed`]), so that a probe that never answers cannot hold
+    /// the breaker half-open (rejecting everything else) forever; the stuck probe's late
+    /// outcome is ignored. `Duration::ZERO` waits forever; otherwise at most a day. Default
+    /// 60 s, then [`State::Open`] (Resilience4j's `maxWaitDurationInHalfOpenState` and
+    /// `transitionToStateAfterWaitDuration`; its default waits forever).
+    pub fn max_wait_in_half_open(mut self, max: Duration, then: State) -> Self {
+        self.half_open_max_wait = (max, then);
+        self
+    }
+
     /// How many state-change events a slow subscriber may lag behind before it misses some
     /// (see [`tokio::sync::broadcast`]), `1..=4096`
     /// ([`MAX_CAPACITY`](crate::events::MAX_CAPACITY)); the buffer is allocated when the
@@ -303,6 +322,7 @@ impl<C> Builder<C> {
             seed: self.seed,
             probes: self.probes,
             throttle: self.throttle,
+            half_open_max_wait: self.half_open_max_wait,
             events_capacity: self.events_capacity,
             bus: self.bus,
             classifier,
@@ -454,6 +474,25 @@ impl<C> Builder<C> {
             ));
         }
         small_count("half_open_probes", self.probes)?;
+        let half_open_max_wait = match self.half_open_max_wait {
+            (max, _) if max.is_zero() => None,
+            (max, then) => {
+                check::delay(LAYER, "max_wait_in_half_open", max)?;
+                let then = match then {
+                    State::Open => super::state::OPEN,
+                    State::Closed => super::state::CLOSED,
+                    other => {
+                        return Err(ConfigError::new(
+                            LAYER,
+                            "max_wait_in_half_open",
+                            other,
+                            "State::Open or State::Closed",
+                        ))
+                    }
+                };
+                Some((max, then))
+            }
+        };
         check::count(LAYER, "event_capacity", self.events_capacity, MAX_CAPACITY)?;
         Ok(Config {
             policy,
@@ -465,6 +504,7 @@ impl<C> Builder<C> {
             },
             half_open_probes: self.probes,
             throttle: self.throttle,
+            half_open_max_wait,
             seed: self.seed,
             events_capacity: self.events_capacity,
             bus: self.bus.clone(),

@@ -115,8 +115,9 @@ impl CircuitBreakerHandle {
 
     /// The current state.
     ///
-    /// An open breaker reports [`State::Open`] until a call arrives after the open duration:
-    /// that call half-opens it.
+    /// True without traffic: once the open duration is over the breaker reports (and is)
+    /// [`State::HalfOpen`], and once half-open has waited longer than
+    /// [`Builder::max_wait_in_half_open`](super::Builder::max_wait_in_half_open) it moves on.
     pub fn state(&self) -> State {
         self.core.state()
     }
@@ -150,13 +151,65 @@ impl CircuitBreakerHandle {
         self.core.transition(None, DISABLED);
     }
 
+    /// Opens the breaker for `duration` (at most a day), as an operator's decision: it then
+    /// half-opens as if it had tripped (the open duration's growth does not count it).
+    ///
+    /// # Errors
+    /// [`IllegalTransition`] from [`State::ForcedOpen`] or [`State::Disabled`]: release those
+    /// first ([`force_closed`](Self::force_closed) or [`reset`](Self::reset)); and for a
+    /// duration of zero or above a day.
+    pub fn open_for(&self, duration: Duration) -> Result<(), IllegalTransition> {
+        let open = IllegalTransition::to(State::Open);
+        if duration.is_zero() || duration > crate::error::MAX_DELAY {
+            return Err(open(self.state()));
+        }
+        self.core.open_for(duration).map_err(open)
+    }
+
+    /// Half-opens the breaker now: its probes go through without waiting out the open
+    /// duration.
+    ///
+    /// # Errors
+    /// [`IllegalTransition`] unless the breaker is [`State::Open`] or [`State::ForcedOpen`].
+    pub fn half_open(&self) -> Result<(), IllegalTransition> {
+        self.core
+            .half_open()
+            .map_err(IllegalTransition::to(State::HalfOpen))
+    }
+
     /// Subscribes to changes of state. Each receiver sees every change made after it
     /// subscribed; one that lags more than the configured capacity behind gets
     /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged) and then the newest changes.
     ///
-    /// The transition to half-open happens when the first call arrives after the open
-    /// duration, so its event comes then.
+    /// The transition to half-open happens when the open duration is over: on a timer of the
+    /// tokio runtime that opened the breaker, or without one at the next call or
+    /// [`state`](Self::state).
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.core.subscribe()
+    }
+}
+
+/// A manual transition that makes no sense from the breaker's state, from
+/// [`CircuitBreakerHandle::open_for`] or [`CircuitBreakerHandle::half_open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker: cannot move from {from} to {to} by hand")]
+pub struct IllegalTransition {
+    from: State,
+    to: State,
+}
+
+impl IllegalTransition {
+    fn to(to: State) -> impl Fn(State) -> Self {
+        move |from| Self { from, to }
+    }
+
+    /// The state the breaker was in.
+    pub fn from(&self) -> State {
+        self.from
+    }
+
+    /// The state asked for.
+    pub fn to_state(&self) -> State {
+        self.to
     }
 }

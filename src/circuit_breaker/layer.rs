@@ -95,6 +95,7 @@ impl Shared {
     fn new(config: Config) -> Self {
         let stripes = stripe_count();
         let core = Arc::new(Core::new(config, stripes));
+        core.set_self();
         let tokens = (0..stripes)
             .map(|_| {
                 Arc::new(Token {
@@ -197,6 +198,7 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
             inner,
             shared: Arc::clone(&self.shared),
             classifier: self.classifier.clone(),
+            refusing: false,
         }
     }
 }
@@ -209,8 +211,14 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 /// through.
 ///
 /// # Readiness
-/// `poll_ready` is the inner service's; the breaker decides in `call`, so a rejected call
-/// leaves the inner service ready for the next one.
+/// - **CLOSED, HALF_OPEN, DISABLED**: `poll_ready` is the inner service's; the breaker
+///   decides in `call`, so a call rejected there (no probe slot left) leaves the inner service
+///   ready for the next one.
+/// - **OPEN** (time left) **and FORCED_OPEN**: `poll_ready` answers ready at once without
+///   asking the inner service, and the `call` that follows is rejected with
+///   [`CircuitOpen`](crate::error::CircuitOpen) without touching it (as tower's `LoadShed`
+///   does), so a caller in front of an exhausted pool or a full `Buffer` fails fast instead of
+///   waiting for it. That call is rejected even if the breaker half-opened in between.
 ///
 /// # Errors
 /// [`tower::BoxError`]: the inner service's errors unchanged (boxed), or a
@@ -222,6 +230,9 @@ pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
+    /// `poll_ready` answered for an open breaker without asking `inner`: the next `call` is
+    /// rejected without touching it. Never copied by `Clone`.
+    refusing: bool,
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
@@ -230,6 +241,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
             classifier: self.classifier.clone(),
+            refusing: false,
         }
     }
 }
@@ -286,6 +298,13 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Open: ready at once, and the call is rejected, so that a caller in front of an
+        // exhausted pool or a full buffer gets `CircuitOpen` instead of waiting on it.
+        if self.shared.core.rejects_now() {
+            self.refusing = true;
+            return Poll::Ready(Ok(()));
+        }
+        self.refusing = false;
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
@@ -294,6 +313,12 @@ where
     // paths (a token to clone, a breaker not closed) are out of line and return small values.
     #[inline(always)]
     fn call(&mut self, req: Req) -> Self::Future {
+        if self.refusing {
+            // The inner service was not polled ready: it must not be called, even if the
+            // breaker half-opened since.
+            self.refusing = false;
+            return ResponseFuture::rejected(self.shared.core.reject_now());
+        }
         let token = take_token(&self.shared);
         match self.shared.core.admit() {
             Ok(admission) => ResponseFuture::called(

@@ -113,5 +113,5 @@ pub(crate) mod state;
 pub(crate) mod window;
 
 pub use self::config::Builder;
-pub use self::handle::{CircuitBreakerHandle, Metrics, State, StateChange};
+pub use self::handle::{CircuitBreakerHandle, IllegalTransition, Metrics, State, StateChange};
 pub use self::layer::{CircuitBreaker, CircuitBreakerLayer};

@@ -209,6 +209,11 @@ pub(crate) struct Core {
     /// Microseconds since `base` until which the breaker stays open (written before the word
     /// that publishes OPEN).
     open_until: AtomicU64,
+    /// Microseconds since `base` when the breaker last half-opened (written before the word
+    /// that publishes HALF_OPEN).
+    half_open_since: AtomicU64,
+    /// This breaker, for the timer that half-opens it (set once the `Arc` exists).
+    me: std::sync::OnceLock<std::sync::Weak<Core>>,
     base: Instant,
     cfg: Config,
     rates: Rates,
@@ -265,6 +270,8 @@ impl Core {
             throttle,
             word: CachePadded(AtomicU64::new(CLOSED)),
             open_until: AtomicU64::new(0),
+            half_open_since: AtomicU64::new(0),
+            me: std::sync::OnceLock::new(),
             base: Instant::now(),
             slow_after: cfg.slow().map(|s| s.duration),
             rates,
@@ -344,6 +351,10 @@ impl Core {
                 DISABLED => return Ok(Admission::Untracked),
                 HALF_OPEN => {
                     if field_a(w) >= self.cfg.half_open_probes {
+                        if self.half_open_expired(w) {
+                            w = self.word.0.load(Ordering::Acquire);
+                            continue;
+                        }
                         return Err(self.reject(None));
                     }
                     match self.word.0.compare_exchange_weak(
@@ -627,6 +638,18 @@ impl Core {
     }
 
     fn transition_locked(&self, control: &mut Control, expect: Option<u64>, to: u64) -> bool {
+        self.move_to(control, expect, to, None)
+    }
+
+    /// [`transition`](Self::transition), and for OPEN, open for `manual` (an operator's
+    /// period, not a trip: the growth does not count it) instead of the configured duration.
+    fn move_to(
+        &self,
+        control: &mut Control,
+        expect: Option<u64>,
+        to: u64,
+        manual: Option<Duration>,
+    ) -> bool {
         let mut cur = self.word.0.load(Ordering::Acquire);
         if let Some(e) = expect {
             if !same_phase(cur, state_of(e), epoch_of(e)) {
@@ -639,16 +662,25 @@ impl Core {
         match to {
             OPEN => {
                 let healthy_for = control.closed_at.map(|t| now.saturating_duration_since(t));
-                if from == CLOSED && healthy_for.is_some_and(|d| d >= self.cfg.open.max) {
-                    control.trips = 0;
-                }
-                control.trips = control.trips.saturating_add(1);
-                let d = self.open_duration(control);
+                let d = match manual {
+                    Some(d) => d,
+                    None => {
+                        if from == CLOSED && healthy_for.is_some_and(|d| d >= self.cfg.open.max) {
+                            control.trips = 0;
+                        }
+                        control.trips = control.trips.saturating_add(1);
+                        self.open_duration(control)
+                    }
+                };
                 let until = self
                     .micros(now)
                     .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
                 self.open_until.store(until, Ordering::Release);
                 open_for = Some(d);
+            }
+            HALF_OPEN => {
+                self.half_open_since
+                    .store(self.micros(now), Ordering::Release);
             }
             CLOSED => {
                 control.closed_at = Some(now);
@@ -668,6 +700,9 @@ impl Core {
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
         {
             cur = now;
+        }
+        if let Some(d) = open_for {
+            self.half_open_after(next, d);
         }
         if from != to {
             let (from, to) = (state_name(from), state_name(to));
@@ -697,8 +732,113 @@ impl Core {
 
     // ----- observation -------------------------------------------------------------------
 
+    /// The state, true without traffic: an open breaker whose open duration is over, or a
+    /// half-open one past its maximum wait, moves on when asked.
     pub(crate) fn state(&self) -> State {
+        let w = self.word.0.load(Ordering::Acquire);
+        match state_of(w) {
+            OPEN if self.micros(Instant::now()) >= self.open_until.load(Ordering::Acquire) => {
+                self.transition(Some(w), HALF_OPEN);
+            }
+            HALF_OPEN => {
+                self.half_open_expired(w);
+            }
+            _ => return state_name(state_of(w)),
+        }
         state_name(state_of(self.word.0.load(Ordering::Acquire)))
+    }
+
+    /// Gives the breaker a reference to itself, for the timer that half-opens it.
+    pub(crate) fn set_self(self: &std::sync::Arc<Self>) {
+        let _ = self.me.set(std::sync::Arc::downgrade(self));
+    }
+
+    /// Half-opens the breaker (still open as `open_word`) once `d` has passed, on a timer of
+    /// the current tokio runtime: the state and the event come when the time is up, not at the
+    /// next call. Without a runtime (or under loom), the next call or `state()` does it.
+    fn half_open_after(&self, open_word: u64, d: Duration) {
+        #[cfg(not(seawall_loom))]
+        if let (Ok(runtime), Some(me)) = (tokio::runtime::Handle::try_current(), self.me.get()) {
+            let me = me.clone();
+            // The deadline is taken now: the task may first run later.
+            let at = Instant::now() + d;
+            runtime.spawn(async move {
+                tokio::time::sleep_until(at).await;
+                if let Some(core) = me.upgrade() {
+                    core.transition(Some(open_word), HALF_OPEN);
+                }
+            });
+        }
+        #[cfg(seawall_loom)]
+        let _ = (open_word, d);
+    }
+
+    /// Whether the half-open state `w` has outlived its maximum wait; if so, moves to the
+    /// configured state, so that a probe that never answers cannot hold it forever (its late
+    /// outcome belongs to an earlier epoch and is ignored).
+    fn half_open_expired(&self, w: u64) -> bool {
+        let Some((max, then)) = self.cfg.half_open_max_wait else {
+            return false;
+        };
+        let since = self.half_open_since.load(Ordering::Acquire);
+        let waited = self.micros(Instant::now()).saturating_sub(since);
+        if u128::from(waited) < max.as_micros() {
+            return false;
+        }
+        tracing::warn!(target: TARGET, max_wait = ?max, "half-open probes did not answer in time");
+        self.transition(Some(w), then);
+        true
+    }
+
+    /// Whether a call now would be rejected without reaching the inner service: open with
+    /// time left, or forced open. Reads the clock only when not closed.
+    #[inline]
+    pub(crate) fn rejects_now(&self) -> bool {
+        let w = self.word.0.load(Ordering::Acquire);
+        match state_of(w) {
+            CLOSED | DISABLED | HALF_OPEN => false,
+            FORCED_OPEN => true,
+            _ => self.micros(Instant::now()) < self.open_until.load(Ordering::Acquire),
+        }
+    }
+
+    /// The rejection of a call that [`rejects_now`](Self::rejects_now) said to refuse.
+    #[cold]
+    pub(crate) fn reject_now(&self) -> CircuitOpen {
+        let w = self.word.0.load(Ordering::Acquire);
+        let retry_after = (state_of(w) == OPEN).then(|| {
+            let now = self.micros(Instant::now());
+            Duration::from_micros(self.open_until.load(Ordering::Acquire).saturating_sub(now))
+        });
+        self.reject(retry_after)
+    }
+
+    /// An operator opens the breaker for `d`; it then half-opens as if it had tripped.
+    /// Refused from FORCED_OPEN and DISABLED (release those first).
+    pub(crate) fn open_for(&self, d: Duration) -> Result<(), State> {
+        let mut control = lock(&self.control);
+        let w = self.word.0.load(Ordering::Acquire);
+        match state_of(w) {
+            FORCED_OPEN | DISABLED => Err(state_name(state_of(w))),
+            _ => {
+                self.move_to(&mut control, Some(w), OPEN, Some(d));
+                Ok(())
+            }
+        }
+    }
+
+    /// An operator half-opens the breaker now. Only from OPEN or FORCED_OPEN: a closed,
+    /// half-open or disabled breaker has no probes to let through.
+    pub(crate) fn half_open(&self) -> Result<(), State> {
+        let mut control = lock(&self.control);
+        let w = self.word.0.load(Ordering::Acquire);
+        match state_of(w) {
+            OPEN | FORCED_OPEN => {
+                self.move_to(&mut control, Some(w), HALF_OPEN, None);
+                Ok(())
+            }
+            s => Err(state_name(s)),
+        }
     }
 
     fn totals(&self) -> Totals {
