@@ -858,6 +858,27 @@ mod complete {
         assert_eq!(bad.build().unwrap_err().field(), "max_wait_in_half_open");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn metrics_only_trips_and_reports_but_never_rejects() {
+        let (mut svc, handle) = breaker(consecutive(2).metrics_only(true));
+        let mut changes = handle.subscribe();
+        trip(&mut svc, 2).await;
+        assert_eq!(handle.state(), State::Open);
+        assert_eq!(changes.recv().await.unwrap().to, State::Open);
+        // Open, but every call goes through, and counts as a call it would have rejected.
+        for _ in 0..3 {
+            assert_eq!(call(&mut svc, Call::Ok).await.unwrap(), "ok");
+        }
+        let m = handle.metrics();
+        assert_eq!((m.rejections, m.calls), (3, 5), "{m:?}");
+        // It half-opens, judges its probes and closes as configured.
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(handle.state(), State::HalfOpen);
+        call(&mut svc, Call::Ok).await.unwrap();
+        call(&mut svc, Call::Ok).await.unwrap();
+        assert_eq!(handle.state(), State::Closed);
+    }
+
     /// A service that is never ready, and counts its calls (it must get none).
     #[derive(Clone, Default)]
     struct NeverReady(Arc<AtomicUsize>);

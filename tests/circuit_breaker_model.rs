@@ -392,7 +392,13 @@ async fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.finish(expected, kind, delay_ms, now_us());
             }
         }
-        prop_assert_eq!(handle.state(), model.state(now_us()), "after op {}: {:?}", i, op);
+        prop_assert_eq!(
+            handle.state(),
+            model.state(now_us()),
+            "after op {}: {:?}",
+            i,
+            op
+        );
     }
     Ok(())
 }

@@ -76,6 +76,8 @@ pub(crate) struct Config {
     pub(crate) throttle: Option<f64>,
     /// How long half-open may wait for its probes, and the state it then moves to.
     pub(crate) half_open_max_wait: Option<(Duration, u64)>,
+    /// Record and report, never reject.
+    pub(crate) metrics_only: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) events_capacity: usize,
     pub(crate) bus: Option<EventSource>,
@@ -107,6 +109,8 @@ impl Config {
 /// | open duration growth | doubles on each trip in a row, up to 60 s; forgotten after 60 s closed | Envoy's outlier ejection (base time x ejections), capped at Resilience4j's `waitDurationInOpenState` |
 /// | jitter | up to 20 % shorter | Finagle's jittered backoff |
 /// | probes in half-open | 10 | Resilience4j `permittedNumberOfCallsInHalfOpenState` |
+/// | maximum wait in half-open | 60 s, then open | Resilience4j `maxWaitDurationInHalfOpenState` (its default waits forever) |
+/// | metrics only | off | Resilience4j's `DISABLED` / `METRICS_ONLY` states |
 /// | classifier | [`ErrorsAsFailures`] | tower: an `Err` is a failure |
 ///
 /// # Errors
@@ -133,6 +137,7 @@ pub struct Builder<C = ErrorsAsFailures> {
     probes: u32,
     throttle: Option<f64>,
     half_open_max_wait: (Duration, State),
+    metrics_only: bool,
     events_capacity: usize,
     bus: Option<EventSource>,
     classifier: C,
@@ -154,6 +159,7 @@ impl Default for Builder<ErrorsAsFailures> {
             probes: 10,
             throttle: None,
             half_open_max_wait: (DEFAULT_HALF_OPEN_MAX_WAIT, State::Open),
+            metrics_only: false,
             events_capacity: 64,
             bus: None,
             classifier: ErrorsAsFailures,
@@ -289,6 +295,16 @@ impl<C> Builder<C> {
         self
     }
 
+    /// Metrics only: the breaker records, trips, half-opens and closes as configured, and
+    /// reports it all (state-change events, metrics, health, a `WARN` "would open" trace
+    /// event), but never rejects a call: the calls it would have rejected go through untracked
+    /// and count in [`Metrics::rejections`](super::Metrics::rejections). So a team can watch
+    /// what a new threshold would do before enforcing it. Off by default.
+    pub fn metrics_only(mut self, on: bool) -> Self {
+        self.metrics_only = on;
+        self
+    }
+
     /// How many state-change events a slow subscriber may lag behind before it misses some
     /// (see [`tokio::sync::broadcast`]), `1..=4096`
     /// ([`MAX_CAPACITY`](crate::events::MAX_CAPACITY)); the buffer is allocated when the
@@ -323,6 +339,7 @@ impl<C> Builder<C> {
             probes: self.probes,
             throttle: self.throttle,
             half_open_max_wait: self.half_open_max_wait,
+            metrics_only: self.metrics_only,
             events_capacity: self.events_capacity,
             bus: self.bus,
             classifier,
@@ -505,6 +522,7 @@ impl<C> Builder<C> {
             half_open_probes: self.probes,
             throttle: self.throttle,
             half_open_max_wait,
+            metrics_only: self.metrics_only,
             seed: self.seed,
             events_capacity: self.events_capacity,
             bus: self.bus.clone(),

@@ -70,7 +70,8 @@ pub struct Metrics {
     pub failures: u64,
     /// Calls slower than the slow-call threshold (0 when slow-call detection is off).
     pub slow_calls: u64,
-    /// Calls rejected without being made.
+    /// Calls rejected without being made (in [metrics-only](super::Builder::metrics_only)
+    /// mode: the calls it would have rejected, which went through).
     pub rejections: u64,
     /// Calls whose outcome the classifier ignored.
     pub ignored: u64,

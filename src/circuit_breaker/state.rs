@@ -355,7 +355,7 @@ impl Core {
                             w = self.word.0.load(Ordering::Acquire);
                             continue;
                         }
-                        return Err(self.reject(None));
+                        return self.refuse(None);
                     }
                     match self.word.0.compare_exchange_weak(
                         w,
@@ -371,14 +371,26 @@ impl Core {
                     let now = self.micros(Instant::now());
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(self.reject(Some(Duration::from_micros(until - now))));
+                        return self.refuse(Some(Duration::from_micros(until - now)));
                     }
                     self.transition(Some(w), HALF_OPEN);
                     w = self.word.0.load(Ordering::Acquire);
                 }
-                _ => return Err(self.reject(None)),
+                _ => return self.refuse(None),
             }
         }
+    }
+
+    /// A call the breaker would reject: rejected, or in metrics-only mode let through
+    /// untracked, counted as a rejection all the same.
+    fn refuse(&self, retry_after: Option<Duration>) -> Result<Admission, CircuitOpen> {
+        if self.cfg.metrics_only {
+            let local = self.counters.local();
+            local.cell.rejections.add(local.owner, 1);
+            tracing::debug!(target: TARGET, ?retry_after, "call let through: circuit open, metrics only");
+            return Ok(Admission::Untracked);
+        }
+        Err(self.reject(retry_after))
     }
 
     fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
@@ -707,6 +719,9 @@ impl Core {
         if from != to {
             let (from, to) = (state_name(from), state_name(to));
             match open_for {
+                Some(d) if self.cfg.metrics_only => {
+                    tracing::warn!(target: TARGET, %from, %to, open_for = ?d, "circuit breaker would open (metrics only: not enforced)")
+                }
                 Some(d) => {
                     tracing::warn!(target: TARGET, %from, %to, open_for = ?d, "circuit breaker opened")
                 }
@@ -797,6 +812,7 @@ impl Core {
         let w = self.word.0.load(Ordering::Acquire);
         match state_of(w) {
             CLOSED | DISABLED | HALF_OPEN => false,
+            _ if self.cfg.metrics_only => false,
             FORCED_OPEN => true,
             _ => self.micros(Instant::now()) < self.open_until.load(Ordering::Acquire),
         }
