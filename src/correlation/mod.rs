@@ -192,7 +192,7 @@ fn span(id: &CorrelationId) -> tracing::Span {
 }
 
 /// [`span`], or `None` rather than `Span::none()` when no subscriber takes `INFO`: the server
-/// layer's future then has no span to drop (~13 instructions per request).
+/// layer's future then has no span to drop.
 #[inline]
 fn span_if_wanted(id: &CorrelationId) -> Option<tracing::Span> {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
