@@ -186,6 +186,32 @@ async fn a_standalone_bulkhead_of_two_refuses_the_third_call() {
     assert!(third.unwrap_err().is::<seawall::error::BulkheadFull>());
 }
 
+#[test]
+fn breaker_settings_from_a_document_match_the_builder() {
+    let doc = r#"
+        consecutive_failures = 2
+        open_duration = "10s"
+        max_wait_in_half_open = "30s"
+        close_after_max_wait = true
+        metrics_only = true
+        adaptive_throttling = 2.0
+    "#;
+    // Throttling needs a rate policy: the builder's error, through the document.
+    let config: CircuitBreakerConfig = toml::from_str(doc).unwrap();
+    assert_eq!(config.build().unwrap_err().field(), "consecutive_failures");
+    let doc = doc.replace("adaptive_throttling = 2.0", "");
+    let config: CircuitBreakerConfig = toml::from_str(&doc).unwrap();
+    let built = config.build().unwrap();
+    let reference = CircuitBreakerLayer::builder()
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .max_wait_in_half_open(Duration::from_secs(30), State::Closed)
+        .metrics_only(true)
+        .build()
+        .unwrap();
+    assert_eq!(shape(&built), shape(&reference));
+}
+
 /// What a layer's `Debug` shows: its whole validated configuration (no seed or hasher, which
 /// are random).
 fn shape(layer: &impl std::fmt::Debug) -> String {

@@ -16,7 +16,7 @@ pub(crate) const MAX_SMALL_COUNT: u32 = 4095;
 const MAX_COUNT_WINDOW: u32 = 100_000;
 /// How long half-open waits for its probes before reopening: as long as the longest default
 /// open period. Resilience4j's `maxWaitDurationInHalfOpenState` (0 there: forever).
-const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 /// The first open duration: Polly's break duration.
 const DEFAULT_OPEN: Duration = Duration::from_secs(5);
 /// The longest the default growth reaches: Resilience4j's `waitDurationInOpenState`.

@@ -5,6 +5,7 @@ use super::set;
 use crate::circuit_breaker::{Builder, CircuitBreakerLayer};
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
+use crate::circuit_breaker::State;
 use std::time::Duration;
 
 human_duration!(
@@ -12,6 +13,7 @@ human_duration!(
     length: "time_window.length",
     slow: "slow_calls.duration",
     growth_max: "open_duration_growth.max",
+    half_open_wait: "max_wait_in_half_open",
 );
 
 /// The settings of a [`CircuitBreakerLayer`], as a config document holds them.
@@ -87,6 +89,17 @@ pub struct CircuitBreakerConfig {
     /// Throttle instead of opening, with this `k` ([`Builder::adaptive_throttling`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adaptive_throttling: Option<f64>,
+    /// How long half-open waits for its probes (`"0s"`: forever)
+    /// ([`Builder::max_wait_in_half_open`]).
+    #[serde(skip_serializing_if = "Option::is_none", with = "human::half_open_wait")]
+    pub max_wait_in_half_open: Option<Duration>,
+    /// After that wait, close instead of reopening ([`Builder::max_wait_in_half_open`]'s
+    /// `then`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_after_max_wait: Option<bool>,
+    /// Record and report, never reject ([`Builder::metrics_only`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_only: Option<bool>,
 }
 
 impl CircuitBreakerConfig {
@@ -174,6 +187,19 @@ impl CircuitBreakerConfig {
         let b = set(b, self.half_open_probes, Builder::half_open_probes);
         let b = set(b, self.event_capacity, Builder::event_capacity);
         let b = set(b, self.adaptive_throttling, Builder::adaptive_throttling);
+        let b = set(b, self.metrics_only, Builder::metrics_only);
+        let b = if self.max_wait_in_half_open.is_some() || self.close_after_max_wait.is_some() {
+            let then = match self.close_after_max_wait {
+                Some(true) => State::Closed,
+                _ => State::Open,
+            };
+            let max = self
+                .max_wait_in_half_open
+                .unwrap_or(crate::circuit_breaker::config::DEFAULT_HALF_OPEN_MAX_WAIT);
+            b.max_wait_in_half_open(max, then)
+        } else {
+            b
+        };
         Ok(b)
     }
 
