@@ -80,6 +80,8 @@ impl fmt::Display for Event {
             EventKind::RetryBudgetExhausted => {
                 f.write_str("retry budget empty; returning the last result")
             }
+            EventKind::CallPermitted => f.write_str("call permitted"),
+            EventKind::CallFinished => f.write_str("call finished"),
         }
     }
 }
@@ -115,6 +117,13 @@ pub enum EventKind {
     },
     /// The retry layer wanted to retry but its budget was empty.
     RetryBudgetExhausted,
+    /// A bulkhead admitted a call (with [`call_events`](crate::bulkhead::BulkheadBuilder::call_events)
+    /// on).
+    CallPermitted,
+    /// A call a bulkhead admitted finished, completed, failed, panicked or dropped, and gave
+    /// its permit back (with [`call_events`](crate::bulkhead::BulkheadBuilder::call_events)
+    /// on).
+    CallFinished,
 }
 
 /// The most events a channel keeps for its slowest subscriber: an [`EventBus`]'s capacity is

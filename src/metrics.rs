@@ -117,6 +117,13 @@ pub fn record(bus: &EventBus) -> impl Future<Output = ()> + Send + 'static {
 
 /// Records one event, for a subscriber loop of your own.
 pub fn record_event(event: &Event) {
+    if matches!(
+        event.kind(),
+        EventKind::CallPermitted | EventKind::CallFinished
+    ) {
+        // Per-call events: a handle's `in_flight` is the figure to export, not a counter here.
+        return;
+    }
     let labels = vec![
         Label::new("layer", event.layer()),
         Label::new("name", event.source().to_owned()),
@@ -130,6 +137,7 @@ pub fn record_event(event: &Event) {
         EventKind::RetryBudgetExhausted => {
             ::metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels).increment(1);
         }
+        EventKind::CallPermitted | EventKind::CallFinished => {}
         EventKind::StateChanged { from, to, .. } => {
             ::metrics::gauge!(CIRCUIT_STATE, labels.iter()).set(state_value(to));
             let mut labels = labels;

@@ -697,3 +697,160 @@ mod http_face {
         assert_eq!(res.headers()["retry-after"], "2");
     }
 }
+
+/// Spawns a call made now (so it queues now) and returns how long it took to be rejected.
+fn time_rejection(
+    svc: &mut impl Service<Duration, Response = Duration, Error = BoxError, Future: Send + 'static>,
+) -> tokio::task::JoinHandle<Duration> {
+    let start = Instant::now();
+    let call = svc.call(Duration::from_secs(1));
+    tokio::spawn(async move {
+        let err = call.await.unwrap_err();
+        assert!(is_full(&err));
+        start.elapsed()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_max_wait_set_at_run_time_applies_to_calls_queued_from_then_on() {
+    let layer = waiting(1, Duration::from_millis(100));
+    let handle = layer.handle();
+    let mut svc = layer.layer(sleeper());
+    let first = svc.ready().await.unwrap().call(Duration::from_secs(10));
+    svc.ready().await.unwrap();
+    let before = time_rejection(&mut svc);
+    handle.set_max_wait(Duration::from_millis(300)).unwrap();
+    assert_eq!(handle.max_wait(), Duration::from_millis(300));
+    svc.ready().await.unwrap();
+    let after = time_rejection(&mut svc);
+    assert_eq!(
+        before.await.unwrap(),
+        Duration::from_millis(100),
+        "kept its wait"
+    );
+    assert_eq!(after.await.unwrap(), Duration::from_millis(300));
+    assert_eq!(handle.metrics().expired, 2);
+    first.await.unwrap();
+    assert_quiet(&handle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_max_wait_set_to_zero_rejects_at_once_until_a_wait_is_set_again() {
+    let layer = waiting(1, Duration::from_millis(100));
+    let handle = layer.handle();
+    let mut svc = layer.layer(sleeper());
+    let first = svc.ready().await.unwrap().call(Duration::from_secs(10));
+    handle.set_max_wait(Duration::ZERO).unwrap();
+    svc.ready().await.unwrap();
+    assert_eq!(time_rejection(&mut svc).await.unwrap(), Duration::ZERO);
+    let m = handle.metrics();
+    assert_eq!((m.rejected, m.expired, m.waiting), (1, 0, 0), "not queued");
+    handle.set_max_wait(Duration::from_millis(50)).unwrap();
+    svc.ready().await.unwrap();
+    assert_eq!(
+        time_rejection(&mut svc).await.unwrap(),
+        Duration::from_millis(50)
+    );
+    first.await.unwrap();
+    assert_quiet(&handle);
+}
+
+#[test]
+fn a_max_wait_set_at_run_time_is_validated_like_the_builders() {
+    let handle = waiting(1, Duration::from_millis(100)).handle();
+    let err = handle
+        .set_max_wait(MAX_DELAY + Duration::from_nanos(1))
+        .unwrap_err();
+    assert!(err.to_string().contains("max_wait"), "{err}");
+    assert_eq!(
+        handle.max_wait(),
+        Duration::from_millis(100),
+        "left as it was"
+    );
+    handle.set_max_wait(MAX_DELAY).unwrap();
+    assert_eq!(handle.max_wait(), MAX_DELAY);
+
+    let rejecting = reject(1).handle();
+    assert_eq!(rejecting.max_wait(), Duration::ZERO);
+    rejecting.set_max_wait(Duration::ZERO).unwrap();
+    let err = rejecting
+        .set_max_wait(Duration::from_millis(1))
+        .unwrap_err();
+    assert!(err.to_string().contains("max_wait"), "{err}");
+    assert_eq!(rejecting.max_wait(), Duration::ZERO);
+}
+
+/// The kinds of the events received so far.
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<seawall::events::Event>) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| format!("{:?}", e.kind()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_events_are_off_by_default_and_rejections_are_published_anyway() {
+    let bus = seawall::events::EventBus::new(64);
+    let mut rx = bus.subscribe();
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .events(bus.source("db"))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(gated());
+    let (tx, gate) = oneshot::channel();
+    let first = svc.ready().await.unwrap().call(gate);
+    assert!(svc
+        .ready()
+        .await
+        .unwrap()
+        .call(oneshot::channel().1)
+        .await
+        .is_err());
+    tx.send(1).unwrap();
+    first.await.unwrap();
+    assert_eq!(drain(&mut rx), ["Rejected { retry_after: None }"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_events_mark_each_admission_and_each_end_of_a_call_however_it_ends() {
+    for max_wait in [Duration::ZERO, Duration::from_secs(1)] {
+        let bus = seawall::events::EventBus::new(64);
+        let mut rx = bus.subscribe();
+        let layer = BulkheadLayer::builder()
+            .max_concurrent(1)
+            .max_wait(max_wait)
+            .events(bus.source("db"))
+            .call_events(true)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(gated());
+
+        // Completed.
+        let (tx, gate) = oneshot::channel();
+        let first = svc.ready().await.unwrap().call(gate);
+        assert_eq!(drain(&mut rx), ["CallPermitted"], "max_wait {max_wait:?}");
+        // Refused (reject mode) or queued (wait mode): not admitted either way.
+        let (_held, gate) = oneshot::channel();
+        let mut second = Box::pin(svc.ready().await.unwrap().call(gate));
+        let rejected = max_wait.is_zero();
+        let polled = second.as_mut().now_or_never();
+        assert_eq!(polled.is_some(), rejected, "max_wait {max_wait:?}");
+        tx.send(1).unwrap();
+        first.await.unwrap();
+        if rejected {
+            assert_eq!(
+                drain(&mut rx),
+                ["Rejected { retry_after: None }", "CallFinished"]
+            );
+        } else {
+            // The waiter is admitted when it takes the permit handed over, and its end is
+            // its drop while the inner call is still running.
+            assert!(second.as_mut().now_or_never().is_none(), "still running");
+            assert_eq!(drain(&mut rx), ["CallFinished", "CallPermitted"]);
+            drop(second);
+            assert_eq!(drain(&mut rx), ["CallFinished"], "dropped in flight");
+        }
+        assert_quiet(&handle);
+    }
+}

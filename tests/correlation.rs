@@ -779,3 +779,79 @@ async fn scopes_nest_and_a_dropped_scope_drops_its_future_with_its_id() {
     drop(scoped);
     assert_eq!(seen.lock().unwrap().clone().unwrap(), Some(inner));
 }
+
+/// The id in the response's extensions, as an outer layer would read it.
+fn extension_of<B>(res: &Response<B>) -> Option<&str> {
+    res.extensions()
+        .get::<CorrelationId>()
+        .map(|id| id.as_str())
+}
+
+#[tokio::test]
+async fn the_response_extensions_carry_the_same_id_as_the_echo_kept_or_generated() {
+    let (_, inner) = recording();
+    let svc = CorrelationIdLayer::new().layer(inner);
+    let kept = svc
+        .clone()
+        .oneshot(request_with(
+            "x-correlation-id",
+            HeaderValue::from_static("order-42"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(extension_of(&kept), Some("order-42"));
+    let new = svc.oneshot(Request::new(String::new())).await.unwrap();
+    let id = id_of(&new).to_owned();
+    assert!(is_uuid_v4(&id), "{id}");
+    assert_eq!(extension_of(&new), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn an_outer_layer_reads_the_id_from_the_extensions_of_rejection_responses() {
+    let seen = Arc::new(Mutex::new(None));
+    let outer = {
+        let seen = seen.clone();
+        tower::layer::layer_fn(move |inner| {
+            let seen = seen.clone();
+            tower::util::MapResponse::new(inner, move |res: Response<String>| {
+                *seen.lock().unwrap() = extension_of(&res).map(str::to_owned);
+                res
+            })
+        })
+    };
+    let svc = ServiceBuilder::new()
+        .layer(outer)
+        .layer(CorrelationIdLayer::new())
+        .layer(RejectionResponseLayer::new())
+        .service(service_fn(|_: Request<String>| async {
+            Err::<Response<String>, BoxError>(BulkheadFull::new(None).into())
+        }));
+    let res = svc
+        .oneshot(request_with(
+            "x-correlation-id",
+            HeaderValue::from_static("kept-2"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("kept-2"));
+}
+
+#[tokio::test]
+async fn the_response_extension_can_be_turned_off_and_the_echo_stays() {
+    let (_, inner) = recording();
+    let svc = CorrelationIdLayer::builder()
+        .response_extension(false)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let res = svc
+        .oneshot(request_with(
+            "x-correlation-id",
+            HeaderValue::from_static("order-43"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(extension_of(&res), None);
+    assert_eq!(id_of(&res), "order-43");
+}

@@ -775,3 +775,217 @@ async fn a_failed_attempt_is_dropped_before_the_backoff() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(call.await.unwrap(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn fixed_backoff_waits_the_same_delay_before_every_retry_even_past_the_default_cap() {
+    let log = Log::default();
+    // 30 s is past the default `max_delay` of 20 s: the fixed delay is its own cap.
+    let layer = RetryLayer::builder()
+        .max_attempts(4)
+        .fixed_backoff(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert!(layer
+        .layer(flaky(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .is_err());
+    assert_eq!(log.gaps(), ms(&[30_000, 30_000, 30_000]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn linear_backoff_adds_its_step_before_each_retry_up_to_max_delay() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .max_attempts(6)
+        .linear_backoff(Duration::from_millis(100), Duration::from_millis(50))
+        .max_delay(Duration::from_millis(220))
+        .build()
+        .unwrap();
+    assert!(layer
+        .layer(flaky(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .is_err());
+    assert_eq!(log.gaps(), ms(&[100, 150, 200, 220, 220]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jitter_set_after_fixed_backoff_randomises_it_within_the_fixed_delay() {
+    let log = Log::default();
+    let layer = RetryLayer::builder()
+        .max_attempts(6)
+        .fixed_backoff(Duration::from_millis(500))
+        .jitter(Jitter::Full)
+        .seed(3)
+        .build()
+        .unwrap();
+    assert!(layer
+        .layer(flaky(&log, usize::MAX))
+        .oneshot(())
+        .await
+        .is_err());
+    let gaps = log.gaps();
+    assert_eq!(gaps.len(), 5);
+    // The paused clock rounds a sleep up to the next millisecond.
+    assert!(
+        gaps.iter().all(|g| *g <= Duration::from_millis(501)),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps.iter().any(|g| *g < Duration::from_millis(500)),
+        "{gaps:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_saved_by_a_retry_are_counted_and_no_others() {
+    for timed in [false, true] {
+        let mut builder = RetryLayer::builder().max_attempts(3);
+        if timed {
+            // A timer puts even first attempts on the out-of-line path.
+            builder = builder.attempt_timeout(Duration::from_secs(1));
+        }
+        let layer = builder.build().unwrap();
+        let log = Log::default();
+        layer.layer(flaky(&log, 0)).oneshot(()).await.unwrap();
+        assert_eq!(
+            layer.handle().metrics().succeeded_after_retry,
+            0,
+            "timed: {timed}"
+        );
+        layer
+            .layer(flaky(&Log::default(), 1))
+            .oneshot(())
+            .await
+            .unwrap();
+        layer
+            .layer(flaky(&Log::default(), 2))
+            .oneshot(())
+            .await
+            .unwrap();
+        let failed = layer.layer(flaky(&Log::default(), 3)).oneshot(()).await;
+        assert!(failed.is_err());
+        let m = layer.handle().metrics();
+        assert_eq!(
+            (m.succeeded_after_retry, m.exhausted, m.retries),
+            (2, 1, 5),
+            "timed: {timed}"
+        );
+    }
+}
+
+/// A fallback hook that counts its calls and answers 99 for an error.
+fn counting_fallback(
+    seen: &Arc<Mutex<Vec<String>>>,
+) -> impl Fn(Result<usize, BoxError>) -> Result<usize, BoxError> + Clone {
+    let seen = seen.clone();
+    move |last: Result<usize, BoxError>| {
+        seen.lock()
+            .unwrap()
+            .push(format!("{:?}", last.as_ref().map_err(|e| e.to_string())));
+        last.or(Ok(99))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_exhausted_maps_the_last_failure_once_and_never_a_success() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .on_exhausted(counting_fallback(&seen))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    assert_eq!(
+        layer
+            .layer(flaky(&log, usize::MAX))
+            .oneshot(())
+            .await
+            .unwrap(),
+        99
+    );
+    assert_eq!(log.count(), 3, "every attempt made first");
+    assert_eq!(*seen.lock().unwrap(), [r#"Err("refused")"#]);
+    assert_eq!(
+        layer
+            .layer(flaky(&Log::default(), 2))
+            .oneshot(())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        layer
+            .layer(flaky(&Log::default(), 0))
+            .oneshot(())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "successes never reach the hook"
+    );
+    let m = layer.handle().metrics();
+    assert_eq!((m.exhausted, m.succeeded_after_retry), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_exhausted_sees_failures_the_budget_refuses_and_requests_that_cannot_be_retried() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let empty = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_sec(0)
+        .build()
+        .unwrap();
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .budget(empty)
+        .on_exhausted(counting_fallback(&seen))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    assert_eq!(
+        layer
+            .layer(flaky(&log, usize::MAX))
+            .oneshot(())
+            .await
+            .unwrap(),
+        99
+    );
+    assert_eq!(log.count(), 1, "the budget refused every retry");
+    assert_eq!(layer.handle().metrics().budget_rejections, 1);
+
+    let once = RetryLayer::builder()
+        .clone_with(|_: &()| None)
+        .on_exhausted(counting_fallback(&seen))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    assert_eq!(
+        once.layer(flaky(&log, usize::MAX))
+            .oneshot(())
+            .await
+            .unwrap(),
+        99
+    );
+    assert_eq!(log.count(), 1);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_exhausted_sees_the_deadline_cutting_an_attempt_in_flight() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = RetryLayer::builder()
+        .deadline(Duration::from_millis(300))
+        .on_exhausted(counting_fallback(&seen))
+        .build()
+        .unwrap();
+    let hung = service_fn(|()| std::future::pending::<Result<usize, BoxError>>());
+    assert_eq!(layer.layer(hung).oneshot(()).await.unwrap(), 99);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].contains("deadline"), "{seen:?}");
+}

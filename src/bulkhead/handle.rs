@@ -1,7 +1,8 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::state::{Shared, MAX_CAPACITY};
-use crate::error::{check, ConfigError};
+use crate::error::{check, ConfigError, MAX_DELAY};
 
 /// Runtime view and control of one bulkhead, from [`BulkheadLayer::handle`] or
 /// [`Bulkhead::handle`].
@@ -88,6 +89,65 @@ impl BulkheadHandle {
     pub fn set_max_concurrent(&self, max_concurrent: usize) -> Result<(), ConfigError> {
         check::count("bulkhead", "max_concurrent", max_concurrent, MAX_CAPACITY)?;
         self.shared.set_capacity(max_concurrent);
+        Ok(())
+    }
+
+    /// How long a call that finds the bulkhead full may wait for a permit (zero: rejected at
+    /// once).
+    pub fn max_wait(&self) -> Duration {
+        self.shared.max_wait()
+    }
+
+    /// Changes how long a call that finds the bulkhead full may wait for a permit, at run
+    /// time, for calls that queue from now on; calls already waiting keep the wait they had.
+    /// Zero rejects at once, as reject mode does, until a non-zero wait is set again.
+    ///
+    /// Only a bulkhead built with a non-zero
+    /// [`max_wait`](super::BulkheadBuilder::max_wait) (wait mode) can wait: the two modes
+    /// count permits differently, so the mode is fixed when the bulkhead is built. Build with
+    /// a non-zero `max_wait` and set it to zero here to start in wait mode without waiting.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when `max_wait` is longer than a day
+    /// ([`MAX_DELAY`](crate::error::MAX_DELAY)), or non-zero on a bulkhead built in reject
+    /// mode; the wait is then left as it was.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall::bulkhead::BulkheadLayer;
+    ///
+    /// let layer = BulkheadLayer::builder()
+    ///     .max_wait(Duration::from_millis(100))
+    ///     .build()
+    ///     .unwrap();
+    /// let handle = layer.handle();
+    /// handle.set_max_wait(Duration::from_secs(2)).unwrap();
+    /// assert_eq!(handle.max_wait(), Duration::from_secs(2));
+    /// assert!(handle.set_max_wait(Duration::from_secs(2 * 86_400)).is_err());
+    /// ```
+    pub fn set_max_wait(&self, max_wait: Duration) -> Result<(), ConfigError> {
+        if max_wait > MAX_DELAY {
+            return Err(ConfigError::new(
+                "bulkhead",
+                "max_wait",
+                max_wait,
+                "0s <= x <= 1 day (86400s)",
+            ));
+        }
+        if !self.shared.waits() {
+            if max_wait.is_zero() {
+                return Ok(());
+            }
+            return Err(ConfigError::new(
+                "bulkhead",
+                "max_wait",
+                max_wait,
+                "0s on a bulkhead built without `max_wait` (build with one to wait)",
+            ));
+        }
+        self.shared.set_max_wait(max_wait);
         Ok(())
     }
 }

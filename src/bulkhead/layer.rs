@@ -66,6 +66,7 @@ impl<S> Layer<S> for BulkheadLayer {
 /// | [`max_wait`](Self::max_wait) | 0 (reject at once) | resilience4j `maxWaitDuration` = 0 |
 /// | [`max_waiting`](Self::max_waiting) | unbounded | resilience4j has no bound (threads block) |
 /// | [`retry_after`](Self::retry_after) | none | a bulkhead cannot know when a call ends |
+/// | [`call_events`](Self::call_events) | off | resilience4j publishes `CallPermitted` / `CallFinished` to consumers only |
 #[derive(Debug, Clone)]
 pub struct BulkheadBuilder {
     max_concurrent: usize,
@@ -73,6 +74,7 @@ pub struct BulkheadBuilder {
     max_waiting: Option<usize>,
     retry_after: Option<Duration>,
     events: Option<EventSource>,
+    call_events: bool,
 }
 
 impl Default for BulkheadBuilder {
@@ -83,6 +85,7 @@ impl Default for BulkheadBuilder {
             max_waiting: None,
             retry_after: None,
             events: None,
+            call_events: false,
         }
     }
 }
@@ -128,6 +131,44 @@ impl BulkheadBuilder {
         self
     }
 
+    /// Also publish an event when a call is admitted
+    /// ([`CallPermitted`](crate::events::EventKind::CallPermitted)) and when it finishes,
+    /// completed, failed, panicked or dropped
+    /// ([`CallFinished`](crate::events::EventKind::CallFinished)), to the
+    /// [`events`](Self::events) source if one is set, and as `TRACE` events under the target
+    /// `seawall::bulkhead`. Rejections are published whatever this says.
+    ///
+    /// Default off: an event per call costs far more than the bulkhead itself (a broadcast
+    /// send takes the channel's lock), and a call off this switch pays one branch on a flag
+    /// for it. A waiting call is admitted when it gets its permit, not when it is queued.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use seawall::bulkhead::BulkheadLayer;
+    /// use seawall::events::{EventBus, EventKind};
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let bus = EventBus::new(16);
+    /// let mut events = bus.subscribe();
+    /// let layer = BulkheadLayer::builder()
+    ///     .events(bus.source("db"))
+    ///     .call_events(true)
+    ///     .build()?;
+    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    /// svc.oneshot(7).await?;
+    /// assert_eq!(*events.recv().await?.kind(), EventKind::CallPermitted);
+    /// assert_eq!(*events.recv().await?.kind(), EventKind::CallFinished);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn call_events(mut self, on: bool) -> Self {
+        self.call_events = on;
+        self
+    }
+
     /// Checks the settings and builds the layer.
     ///
     /// # Errors
@@ -159,6 +200,7 @@ impl BulkheadBuilder {
             max_waiting: self.max_waiting,
             retry_after: self.retry_after,
             events: self.events,
+            call_events: self.call_events,
         };
         Ok(BulkheadLayer {
             shared: Arc::new(Shared::new(self.max_concurrent, config)),

@@ -113,7 +113,7 @@ impl<S> Bulkhead<S> {
         // next.
         let fresh = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, fresh);
-        // `max_wait` is at most a day (the builder's bound), which any clock can add; were it
+        // `max_wait` is at most a day (the bound of the builder and the handle), which any clock can add; were it
         // not, the wait would expire at once rather than panic at call time.
         let now = tokio::time::Instant::now();
         let until = now.checked_add(max_wait).unwrap_or(now);

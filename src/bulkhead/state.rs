@@ -132,6 +132,8 @@ pub(crate) struct Config {
     pub(crate) retry_after: Option<Duration>,
     /// Where rejections are published, if anywhere.
     pub(crate) events: Option<crate::events::EventSource>,
+    /// Whether each admission and each end of a call is an event too.
+    pub(crate) call_events: bool,
 }
 
 /// Wait mode's state besides the slots: what a release may need to reach.
@@ -142,6 +144,8 @@ struct Pool {
     waiting: AtomicUsize,
     /// The waiters, first come first; its lock also serialises resizes (both modes).
     queue: Mutex<VecDeque<Arc<Node>>>,
+    /// Where permits publish admissions and ends of calls, when call events are on.
+    call_events: Option<crate::events::EventSource>,
 }
 
 /// One thread's part of the permits (the fields a call touches are in the first 64 bytes of
@@ -159,6 +163,9 @@ struct Slot {
     index: usize,
     /// Reject mode (counted in `taken` and `returned_*`) or wait mode (pooled).
     counted: bool,
+    /// Whether permits of this slot publish call events (kept here, beside `counted`, so that
+    /// a call reads no other line to know).
+    call_events: bool,
     /// Wait mode: free permits cached here.
     free: AtomicUsize,
     pool: Ref<Pool>,
@@ -176,6 +183,10 @@ pub(crate) struct Shared {
     /// new capacity, when the shares are dealt again.
     draining: AtomicBool,
     capacity: AtomicUsize,
+    /// Wait mode: the maximum wait of calls queued from now on, in nanoseconds (0: reject at
+    /// once). A setting, not part of the permit protocol: std's atomic even under loom, so the
+    /// models' schedules are unchanged.
+    max_wait: std::sync::atomic::AtomicU64,
     config: Config,
     rejected: AtomicU64,
     expired: AtomicU64,
@@ -203,6 +214,11 @@ pub(crate) enum Acquired {
     Full(BulkheadFull),
     /// Queued, to wait up to `max_wait` for a permit (wait mode).
     Queued { node: Arc<Node>, max_wait: Duration },
+}
+
+/// `d` in whole nanoseconds, saturating (a day, the longest wait allowed, is far below).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Slot `i`'s part when `total` is dealt over `n` slots as evenly as can be.
@@ -304,8 +320,9 @@ impl Pool {
 }
 
 impl Slot {
-    fn new(index: usize, counted: bool, share: usize, pool: Ref<Pool>) -> Self {
+    fn new(index: usize, counted: bool, share: usize, pool: Ref<Pool>, call_events: bool) -> Self {
         Self {
+            call_events,
             taken: AtomicUsize::new(0),
             returned_local: AtomicUsize::new(0),
             returned_remote: AtomicUsize::new(0),
@@ -449,7 +466,12 @@ impl Slot {
 }
 
 impl Permit {
+    /// Every permit is made here, for a call admitted now.
+    #[inline]
     fn new(slot: SlotRef) -> Self {
+        if slot.call_events {
+            slot.call_event(crate::events::EventKind::CallPermitted);
+        }
         Self { slot: Some(slot) }
     }
 
@@ -459,6 +481,9 @@ impl Permit {
     pub(crate) fn release_as(mut self, number: usize) {
         if let Some(slot) = self.slot.take() {
             slot.release(number);
+            if slot.call_events {
+                slot.call_event(crate::events::EventKind::CallFinished);
+            }
         }
     }
 }
@@ -468,6 +493,21 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(slot) = &self.slot {
             slot.release(thread_number());
+            if slot.call_events {
+                slot.call_event(crate::events::EventKind::CallFinished);
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// Publishes a call's admission or end (only when call events are on).
+    #[cold]
+    #[inline(never)]
+    fn call_event(&self, kind: crate::events::EventKind) {
+        tracing::trace!(target: TARGET, event = ?kind, "bulkhead call event");
+        if let Some(events) = &self.pool.call_events {
+            events.publish("bulkhead", kind);
         }
     }
 }
@@ -521,13 +561,23 @@ impl Shared {
             global: AtomicIsize::new(if counted { 0 } else { capacity as isize }),
             waiting: AtomicUsize::new(0),
             queue: Mutex::new(VecDeque::new()),
+            call_events: config.call_events.then(|| config.events.clone()).flatten(),
         };
+        let call_events = config.call_events;
         let share = |i| if counted { deal(capacity, n, i) } else { 0 };
         let (pool, slots): (Ref<Pool>, Box<[SlotRef]>) = if leak {
             let pool: &'static Pool = Box::leak(Box::new(pool));
             let slots: &'static [CachePadded<Slot>] = Box::leak(
                 (0..n)
-                    .map(|i| CachePadded(Slot::new(i, counted, share(i), Ref::Static(pool))))
+                    .map(|i| {
+                        CachePadded(Slot::new(
+                            i,
+                            counted,
+                            share(i),
+                            Ref::Static(pool),
+                            call_events,
+                        ))
+                    })
                     .collect(),
             );
             (Ref::Static(pool), slots.iter().map(Ref::Static).collect())
@@ -535,7 +585,7 @@ impl Shared {
             let pool = Ref::Counted(Arc::new(pool));
             let slots = (0..n)
                 .map(|i| {
-                    let slot = Slot::new(i, counted, share(i), pool.clone());
+                    let slot = Slot::new(i, counted, share(i), pool.clone(), call_events);
                     Ref::Counted(Arc::new(CachePadded(slot)))
                 })
                 .collect();
@@ -548,6 +598,7 @@ impl Shared {
             pool,
             draining: AtomicBool::new(false),
             capacity: AtomicUsize::new(capacity),
+            max_wait: std::sync::atomic::AtomicU64::new(nanos(config.max_wait.unwrap_or_default())),
             config,
             rejected: AtomicU64::new(0),
             expired: AtomicU64::new(0),
@@ -639,18 +690,22 @@ impl Shared {
     /// are queued: then the caller must queue too), or else a rejection (reject mode, or a full
     /// queue) or a place in the queue.
     pub(crate) fn acquire_slow_as(&self, number: usize) -> Acquired {
-        let Some(max_wait) = self.config.max_wait else {
+        if self.counted {
             return match self.try_acquire_counted_anywhere(number) {
                 Some(permit) => Acquired::Permit(permit),
                 None => Acquired::Full(self.reject("full")),
             };
-        };
+        }
         if self.pool.waiting.load(Ordering::SeqCst) == 0
             && self.take_any(number, |free| take_one(free, Ordering::SeqCst))
         {
             return Acquired::Permit(self.granted_permit_as(number));
         }
-        self.enqueue(max_wait, number)
+        match self.max_wait() {
+            // Set to zero at run time: wait mode's accounting, reject mode's answer.
+            Duration::ZERO => Acquired::Full(self.reject("full")),
+            max_wait => self.enqueue(max_wait, number),
+        }
     }
 
     /// Reject mode: a permit from any slot with room, after dealing the shares again if a
@@ -811,6 +866,27 @@ impl Shared {
         );
     }
 
+    /// The maximum wait of calls queued from now on (zero in reject mode).
+    pub(crate) fn max_wait(&self) -> Duration {
+        Duration::from_nanos(self.max_wait.load(Ordering::Relaxed))
+    }
+
+    /// Whether calls may wait (the bulkhead was built with a non-zero `max_wait`).
+    pub(crate) fn waits(&self) -> bool {
+        !self.counted
+    }
+
+    /// Changes the maximum wait of calls queued from now on (wait mode; at most a day).
+    pub(crate) fn set_max_wait(&self, max_wait: Duration) {
+        debug_assert!(!self.counted, "a reject-mode bulkhead never waits");
+        self.max_wait.store(nanos(max_wait), Ordering::Relaxed);
+        tracing::info!(
+            target: TARGET,
+            max_wait_ms = u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
+            "bulkhead max wait changed"
+        );
+    }
+
     pub(crate) fn capacity(&self) -> usize {
         self.capacity.load(Ordering::SeqCst)
     }
@@ -859,7 +935,7 @@ impl fmt::Debug for Shared {
             .field("capacity", &self.capacity())
             .field("in_flight", &self.in_flight())
             .field("waiting", &self.waiting())
-            .field("max_wait", &self.config.max_wait)
+            .field("max_wait", &self.max_wait())
             .field("max_waiting", &self.config.max_waiting)
             .finish()
     }
@@ -876,6 +952,7 @@ mod tests {
             max_waiting: None,
             retry_after: None,
             events: None,
+            call_events: false,
         }
     }
 

@@ -16,7 +16,8 @@ use super::CorrelationId;
 pin_project! {
     /// The response future of [`SetCorrelationId`](super::SetCorrelationId): polls the inner
     /// future inside the request's span and with the id as the task's
-    /// [current](CorrelationId::current) one, then echoes the id on the response.
+    /// [current](CorrelationId::current) one, then echoes the id on the response (and puts
+    /// it in the response's extensions, unless the layer was built without).
     ///
     /// Dropped before it completes, it drops the inner future with the id still current, as
     /// a `tokio::task_local!` scope does.
@@ -30,6 +31,8 @@ pin_project! {
         echo: Option<HeaderName>,
         // The layer's other header names, taken off the response (`None` with one name).
         others: Option<Arc<[HeaderName]>>,
+        // Whether the id goes into the response's extensions too.
+        extension: bool,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
@@ -51,6 +54,7 @@ impl<F> ResponseFuture<F> {
         span: Option<Span>,
         echo: HeaderName,
         others: Option<Arc<[HeaderName]>>,
+        extension: bool,
     ) -> Self {
         Self {
             inner: Some(inner),
@@ -58,6 +62,7 @@ impl<F> ResponseFuture<F> {
             span,
             echo: Some(echo),
             others,
+            extension,
         }
     }
 }
@@ -84,6 +89,9 @@ where
         if let Ok(response) = &mut result {
             // Both are there until the echo: no tuple of both to build and match.
             if let Some(id) = this.id.take() {
+                if *this.extension {
+                    response.extensions_mut().insert(id.clone());
+                }
                 if let Some(name) = this.echo.take() {
                     response.headers_mut().insert(name, id.into_header_value());
                 }

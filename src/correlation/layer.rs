@@ -27,6 +27,7 @@ const MAX_HEADER_NAMES: usize = 8;
 /// | [`max_len`](Builder::max_len) | 128 bytes | room for a UUID (36), a ULID (26) or a `traceparent` (55) with a prefix |
 /// | [`allowed_chars`](Builder::allowed_chars) | [`CharSet::token`] | RFC 9110 §5.6.2 `tchar`: visible ASCII without separators |
 /// | [`make_id`](Builder::make_id) | [`MakeUuidV4`] | RFC 9562 UUID version 4 |
+/// | [`response_extension`](Builder::response_extension) | on | as on the request: tower-http's `SetRequestId` puts its id in the request's extensions only |
 ///
 /// # Clone
 ///
@@ -44,6 +45,8 @@ struct Shared {
     names: Arc<[HeaderName]>,
     policy: Policy,
     rejected: AtomicU64,
+    /// Whether the id goes into the response's extensions too.
+    extension: bool,
 }
 
 impl CorrelationIdLayer {
@@ -54,6 +57,7 @@ impl CorrelationIdLayer {
                 names: Arc::new([X_CORRELATION_ID]),
                 policy: Policy::DEFAULT,
                 rejected: AtomicU64::new(0),
+                extension: true,
             }),
             make_id: MakeUuidV4,
         }
@@ -66,6 +70,7 @@ impl CorrelationIdLayer {
             max_len: DEFAULT_MAX_LEN,
             chars: CharSet::token(),
             make_id: MakeUuidV4,
+            response_extension: true,
         }
     }
 }
@@ -104,6 +109,7 @@ pub struct Builder<M = MakeUuidV4> {
     max_len: usize,
     chars: CharSet,
     make_id: M,
+    response_extension: bool,
 }
 
 impl<M> Builder<M> {
@@ -145,7 +151,37 @@ impl<M> Builder<M> {
             max_len: self.max_len,
             chars: self.chars,
             make_id,
+            response_extension: self.response_extension,
         }
+    }
+
+    /// Whether the id also goes into the response's extensions, as a [`CorrelationId`], so
+    /// that layers outside this one (access logs, metrics) read it without parsing a header.
+    /// Default on. The response's extension map is usually empty, so this costs its first
+    /// allocations (the map and the boxed id); turn it off when nothing outside reads it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::{Request, Response};
+    /// use seawall::correlation::{CorrelationId, CorrelationIdLayer};
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = CorrelationIdLayer::builder().response_extension(true).build()?;
+    /// let svc = layer.layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, BoxError>(Response::new(()))
+    /// }));
+    /// let req = Request::builder().header("x-correlation-id", "order-42").body(())?;
+    /// let res = svc.oneshot(req).await?;
+    /// assert_eq!(res.extensions().get::<CorrelationId>().unwrap().as_str(), "order-42");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn response_extension(mut self, on: bool) -> Self {
+        self.response_extension = on;
+        self
     }
 
     /// Checks the settings and builds the layer.
@@ -184,6 +220,7 @@ impl<M> Builder<M> {
                     chars: self.chars,
                 },
                 rejected: AtomicU64::new(0),
+                extension: self.response_extension,
             }),
             make_id: self.make_id,
         })
@@ -367,6 +404,7 @@ where
         };
         let echo = self.shared.names[0].clone();
         let others = (self.shared.names.len() > 1).then(|| Arc::clone(&self.shared.names));
-        ResponseFuture::new(id, future, span, echo, others)
+        let extension = self.shared.extension;
+        ResponseFuture::new(id, future, span, echo, others, extension)
     }
 }

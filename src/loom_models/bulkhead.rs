@@ -24,6 +24,7 @@ fn config(max_wait: Option<Duration>) -> Config {
         max_waiting: None,
         retry_after: None,
         events: None,
+        call_events: false,
     }
 }
 

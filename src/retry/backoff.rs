@@ -10,7 +10,9 @@ use std::time::Duration;
 /// ["Exponential Backoff And Jitter"](https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
 ///
 /// With `base` the initial delay, `cap` the maximum delay, `n` the retry number counted from 0,
-/// `exp = min(cap, base * multiplier^n)` and `random(a, b)` a uniform draw in `[a, b]`:
+/// `exp = min(cap, base * multiplier^n + step * n)` (`step` is zero unless the backoff is
+/// [linear](super::RetryLayerBuilder::linear_backoff)) and `random(a, b)` a uniform draw in
+/// `[a, b]`:
 ///
 /// | strategy | delay before retry `n` |
 /// |---|---|
@@ -35,11 +37,13 @@ pub enum Jitter {
     Decorrelated,
 }
 
-/// The delay schedule: initial delay, multiplier, cap and jitter.
+/// The delay schedule: initial delay, multiplier, linear step, cap and jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Backoff {
     pub(crate) initial: Duration,
     pub(crate) multiplier: f64,
+    /// Added once per retry: `Duration::ZERO` for exponential and fixed backoff.
+    pub(crate) step: Duration,
     pub(crate) max: Duration,
     pub(crate) jitter: Jitter,
 }
@@ -65,12 +69,24 @@ impl Backoff {
         }
     }
 
-    /// `min(max, initial * multiplier^n)`, without overflow or a panic for any `n`.
+    /// `min(max, initial * multiplier^n + step * n)`: the delay before jitter, without
+    /// overflow or a panic for any `n`.
     pub(crate) fn exponential(&self, n: u32) -> Duration {
+        self.grown(n)
+            .saturating_add(self.step.saturating_mul(n))
+            .min(self.max)
+    }
+
+    /// `min(max, initial * multiplier^n)`.
+    fn grown(&self, n: u32) -> Duration {
         let factor = self.multiplier.powi(n.min(i32::MAX as u32) as i32);
         if self.initial.is_zero() {
             // Not `0 * factor`: a factor that overflowed to infinity would make it NaN.
             return Duration::ZERO;
+        }
+        if factor == 1.0 {
+            // Fixed and linear backoff: exact, with no round trip through floating point.
+            return self.initial.min(self.max);
         }
         let secs = self.initial.as_secs_f64() * factor;
         if secs.is_finite() && secs < self.max.as_secs_f64() {
@@ -136,9 +152,24 @@ mod tests {
         Backoff {
             initial: Duration::from_millis(100),
             multiplier: 2.0,
+            step: Duration::ZERO,
             max: Duration::from_secs(1),
             jitter,
         }
+    }
+
+    #[test]
+    fn a_linear_step_adds_once_per_retry_exactly_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            multiplier: 1.0,
+            step: Duration::from_millis(30),
+            max: Duration::from_millis(200),
+            jitter: Jitter::None,
+        };
+        let got: Vec<_> = (0..5).map(|n| b.exponential(n).as_millis()).collect();
+        assert_eq!(got, [100, 130, 160, 190, 200]);
+        assert_eq!(b.exponential(u32::MAX), Duration::from_millis(200));
     }
 
     #[test]
@@ -155,6 +186,7 @@ mod tests {
         let b = Backoff {
             initial: Duration::ZERO,
             multiplier: 1e300,
+            step: Duration::ZERO,
             max: Duration::from_secs(1),
             jitter: Jitter::None,
         };

@@ -347,6 +347,7 @@ where
                 .expect("`ResponseFuture` polled after completion");
             match extra.phase {
                 Phase::Calling => {
+                    let retried = extra.attempt > 1;
                     let AttemptProj::Running { future } = this.future.as_mut().project() else {
                         panic!("`ResponseFuture` polled after completion");
                     };
@@ -373,12 +374,16 @@ where
                                         "deadline passed during an attempt; giving up"
                                     );
                                     let answer = Err(DeadlineExceeded::new(d).into());
+                                    let answer = this.policy.fallback(answer);
                                     return self.answered(answer);
                                 }
                             }
                         }
                     };
                     if !this.policy.classify(&result).is_failure() {
+                        if let Some(extra) = this.link.extra().filter(|_| retried) {
+                            saved(&extra.core);
+                        }
                         return self.answered(result);
                     }
                     if let Some(result) = self.as_mut().failed(result) {
@@ -396,7 +401,8 @@ where
                         .expect("a retried request has a service")
                         .service;
                     if let Err(e) = ready!(service.poll_ready(cx)) {
-                        return self.answered(Err(e.into()));
+                        let answer = this.policy.fallback(Err(e.into()));
+                        return self.answered(answer);
                     }
                     // The retry starts only now: a call dropped during the backoff made no
                     // retry, counted none and spent no token.
@@ -405,7 +411,8 @@ where
                             AttemptReplace::Failed { last } => last,
                             _ => unreachable!("a budget keeps the failed attempt's answer"),
                         };
-                        return self.answered(last);
+                        let answer = this.policy.fallback(last);
+                        return self.answered(answer);
                     }
                     let parts = extra.as_mut().project();
                     let request = parts.request.take().expect("polled after completion");
@@ -450,18 +457,19 @@ where
         }
     }
 
-    /// A retryable attempt failed: either the call moves on to the backoff sleep (`None`),
-    /// or the failure is returned as it is (attempts, budget or deadline ran out).
+    /// An attempt failed: either the call moves on to the backoff sleep (`None`), or the
+    /// call ends with the failure, through the policy's fallback (the request cannot be sent
+    /// again, or attempts, budget or deadline ran out).
     #[cold]
     #[inline(never)]
     fn failed(self: Pin<&mut Self>, result: Answer<P, S, Req>) -> Option<Answer<P, S, Req>> {
         let mut this = self.project();
         let Some(Retryable { stash, .. }) = this.retry.as_mut() else {
-            return Some(result);
+            return Some(this.policy.fallback(result));
         };
         let mut extra = this.link.busy();
         match decide(&*this.policy, stash, extra.as_mut(), &result) {
-            None => Some(result),
+            None => Some(this.policy.fallback(result)),
             Some(request) => {
                 let budgeted = extra.core.budget.is_some();
                 let extra = extra.project();
@@ -611,6 +619,14 @@ fn start_retry<R>(extra: &Pin<&mut Extra<R>>) -> bool {
         events.publish("retry", EventKind::Retrying { attempt, delay });
     }
     true
+}
+
+/// A retry's answer was not a failure: the call was saved by retrying.
+#[cold]
+fn saved(core: &Core) {
+    core.metrics
+        .succeeded_after_retry
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// The budget refused the retry after attempt `attempt`.

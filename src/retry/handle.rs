@@ -14,6 +14,7 @@ pub(crate) struct Metrics {
     pub(crate) retries: AtomicU64,
     pub(crate) budget_rejections: AtomicU64,
     pub(crate) exhausted: AtomicU64,
+    pub(crate) succeeded_after_retry: AtomicU64,
 }
 
 /// A snapshot of a retry layer's counters, from [`RetryHandle::metrics`].
@@ -33,6 +34,11 @@ pub struct RetryMetrics {
     pub budget_rejections: u64,
     /// Calls that used every attempt and still failed.
     pub exhausted: u64,
+    /// Calls whose answer came from a retry and was not a failure: the calls the retries
+    /// saved (Resilience4j's `numberOfSuccessfulCallsWithRetryAttempt`). Calls that succeed
+    /// on their first attempt are `attempts - retries` minus the failures, and are not
+    /// counted here, so the success path writes nothing.
+    pub succeeded_after_retry: u64,
 }
 
 /// Runtime control of a retry layer: metrics and the budget. Every clone of the layer and of
@@ -66,6 +72,7 @@ impl RetryHandle {
             retries,
             budget_rejections: m.budget_rejections.load(Ordering::Relaxed),
             exhausted: m.exhausted.load(Ordering::Relaxed),
+            succeeded_after_retry: m.succeeded_after_retry.load(Ordering::Relaxed),
         }
     }
 

@@ -1,7 +1,7 @@
 use super::backoff::{Backoff, Jitter, SeedSource};
 use super::budget::RetryBudget;
 use super::handle::{Metrics, RetryEvent, RetryHandle};
-use super::policy::{CloneRequest, CloneWith};
+use super::policy::{CloneRequest, CloneWith, Fallback};
 use super::service::Retry;
 #[cfg(test)]
 use super::shared::counted_core_ref;
@@ -12,6 +12,7 @@ use crate::events::EventSource;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::BoxError;
 use tower_layer::Layer;
 
 const LAYER: &str = "retry";
@@ -79,6 +80,7 @@ impl<S, P: Clone> Layer<S> for RetryLayer<P> {
 /// | [`max_attempts`](Self::max_attempts) | 3 (the first included) | AWS SDKs' standard retry mode |
 /// | [`initial_delay`](Self::initial_delay) | 100 ms | Google Cloud client libraries' initial retry delay |
 /// | [`multiplier`](Self::multiplier) | 2.0 | the AWS Architecture Blog's exponential backoff |
+/// | [`fixed_backoff`](Self::fixed_backoff), [`linear_backoff`](Self::linear_backoff) | off: the backoff is exponential | Polly's `DelayBackoffType.Constant` / `Linear` |
 /// | [`max_delay`](Self::max_delay) | 20 s | AWS SDKs' standard mode maximum backoff |
 /// | [`jitter`](Self::jitter) | [`Jitter::Full`] | the AWS Architecture Blog's recommendation |
 /// | [`max_retry_after`](Self::max_retry_after) | 60 s | seawall's choice: longer hints are clamped |
@@ -91,6 +93,7 @@ pub struct RetryLayerBuilder<P> {
     max_attempts: u32,
     initial_delay: Duration,
     multiplier: f64,
+    step: Duration,
     max_delay: Duration,
     jitter: Jitter,
     max_retry_after: Duration,
@@ -109,6 +112,7 @@ impl<P: fmt::Debug> fmt::Debug for RetryLayerBuilder<P> {
             .field("max_attempts", &self.max_attempts)
             .field("initial_delay", &self.initial_delay)
             .field("multiplier", &self.multiplier)
+            .field("step", &self.step)
             .field("max_delay", &self.max_delay)
             .field("jitter", &self.jitter)
             .field("max_retry_after", &self.max_retry_after)
@@ -127,6 +131,7 @@ impl<P> RetryLayerBuilder<P> {
             max_attempts: 3,
             initial_delay: Duration::from_millis(100),
             multiplier: 2.0,
+            step: Duration::ZERO,
             max_delay: Duration::from_secs(20),
             jitter: Jitter::Full,
             max_retry_after: Duration::from_secs(60),
@@ -141,11 +146,16 @@ impl<P> RetryLayerBuilder<P> {
 
     /// Replaces the policy, keeping every other setting.
     pub fn policy<Q>(self, policy: Q) -> RetryLayerBuilder<Q> {
+        self.map_policy(|_| policy)
+    }
+
+    fn map_policy<Q>(self, f: impl FnOnce(P) -> Q) -> RetryLayerBuilder<Q> {
         RetryLayerBuilder {
-            policy,
+            policy: f(self.policy),
             max_attempts: self.max_attempts,
             initial_delay: self.initial_delay,
             multiplier: self.multiplier,
+            step: self.step,
             max_delay: self.max_delay,
             jitter: self.jitter,
             max_retry_after: self.max_retry_after,
@@ -179,6 +189,62 @@ impl<P> RetryLayerBuilder<P> {
     /// The cap on any backoff delay, at most an hour. Default 20 s.
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.max_delay = delay;
+        self
+    }
+
+    /// Waits `delay` before every retry: sets the initial delay and the cap to `delay`, the
+    /// multiplier to 1.0 and the jitter to [`Jitter::None`] (Polly's `Constant` backoff).
+    /// A later [`jitter`](Self::jitter) randomises it again; a later
+    /// [`max_delay`](Self::max_delay) must not be below `delay`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall::retry::RetryLayer;
+    ///
+    /// // 500 ms between attempts, every time.
+    /// let layer = RetryLayer::builder()
+    ///     .fixed_backoff(Duration::from_millis(500))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn fixed_backoff(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self.multiplier = 1.0;
+        self.step = Duration::ZERO;
+        self.max_delay = delay;
+        self.jitter = Jitter::None;
+        self
+    }
+
+    /// Waits `initial + step * n` before retry `n` (counted from 0), capped at
+    /// [`max_delay`](Self::max_delay): sets the initial delay, the multiplier to 1.0 and the
+    /// jitter to [`Jitter::None`] (Polly's `Linear` backoff). A later
+    /// [`jitter`](Self::jitter) randomises it again; a later
+    /// [`multiplier`](Self::multiplier) makes the delay `initial * multiplier^n + step * n`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall::retry::RetryLayer;
+    ///
+    /// // 100 ms, 150 ms, 200 ms, ... up to 1 s.
+    /// let layer = RetryLayer::builder()
+    ///     .max_attempts(5)
+    ///     .linear_backoff(Duration::from_millis(100), Duration::from_millis(50))
+    ///     .max_delay(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn linear_backoff(mut self, initial: Duration, step: Duration) -> Self {
+        self.initial_delay = initial;
+        self.multiplier = 1.0;
+        self.step = step;
+        self.jitter = Jitter::None;
         self
     }
 
@@ -242,6 +308,43 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
+    /// Maps the last result of every call that ends on a failure (Polly's fallback): the
+    /// last attempt failed and no retry follows (attempts, budget or deadline ran out, the
+    /// request cannot be sent again, an open circuit's wait does not fit), the deadline cut
+    /// the attempt in flight, or the inner service failed to get ready for a retry. `hook`
+    /// may answer from a cache, a default, or a clearer error; calls that do not end on a
+    /// failure never reach it. Default: the last result is returned as it is.
+    ///
+    /// Call it after choosing the policy ([`http`](Self::http), [`classify`](Self::classify),
+    /// ...): it wraps the policy in a [`Fallback`], and choosing another policy afterwards
+    /// replaces it. The hook is cloned into every response future: a closure that captures
+    /// nothing costs nothing; put anything bigger behind an `Arc`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use seawall::retry::RetryLayer;
+    /// use tower::{service_fn, BoxError, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # tokio::time::pause();
+    /// let layer = RetryLayer::builder()
+    ///     .on_exhausted(|last: Result<String, BoxError>| last.or_else(|_| Ok("cached".into())))
+    ///     .build()
+    ///     .unwrap();
+    /// let down = service_fn(|()| async { Err::<String, BoxError>("connection refused".into()) });
+    /// assert_eq!(layer.layer(down).oneshot(()).await.unwrap(), "cached");
+    /// assert_eq!(layer.handle().metrics().exhausted, 1);
+    /// # }
+    /// ```
+    pub fn on_exhausted<Res, F>(self, hook: F) -> RetryLayerBuilder<Fallback<P, F>>
+    where
+        F: Fn(Result<Res, BoxError>) -> Result<Res, BoxError> + Clone,
+    {
+        self.map_policy(|policy| Fallback::new(policy, hook))
+    }
+
     /// Also publish retries and budget exhaustion to an [`EventBus`](crate::events::EventBus),
     /// as events of `source` (one stream for every layer; see [`crate::events`]).
     pub fn events(mut self, source: EventSource) -> Self {
@@ -297,6 +400,7 @@ impl<P> RetryLayerBuilder<P> {
                 backoff: Backoff {
                     initial: self.initial_delay,
                     multiplier: self.multiplier,
+                    step: self.step,
                     max: self.max_delay,
                     jitter: self.jitter,
                 },

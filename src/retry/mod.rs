@@ -24,7 +24,7 @@
 //! fast, and a call should not sit out the breaker's open duration unless a deadline allows it.
 //!
 //! When attempts, budget or deadline run out, the last response or error is returned as it
-//! is, with a `tracing` event under `seawall::retry` (each retry is a `debug` event with the
+//! is (or what [`on_exhausted`](RetryLayerBuilder::on_exhausted) makes of it), with a `tracing` event under `seawall::retry` (each retry is a `debug` event with the
 //! attempt, the delay and the reason; an empty budget is a `warn` event).
 //!
 //! # Cost
@@ -91,5 +91,5 @@ pub use self::backoff::Jitter;
 pub use self::budget::{RetryBudget, RetryBudgetBuilder};
 pub use self::handle::{Reason, RetryEvent, RetryHandle, RetryMetrics};
 pub use self::layer::{RetryLayer, RetryLayerBuilder};
-pub use self::policy::{CloneRequest, CloneWith, Policy, Replay};
+pub use self::policy::{CloneRequest, CloneWith, Fallback, Policy, Replay};
 pub use self::service::Retry;

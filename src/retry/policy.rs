@@ -54,6 +54,82 @@ pub trait Policy<Req, Res>: Replay<Req> {
             Ok(_) => Reason::Response,
         }
     }
+
+    /// What a call that ends on a failure returns, given its last result; called once per such
+    /// call (see [`RetryLayerBuilder::on_exhausted`](super::RetryLayerBuilder::on_exhausted)
+    /// for when). The default returns `last` as it is.
+    fn fallback(&self, last: Result<Res, BoxError>) -> Result<Res, BoxError> {
+        last
+    }
+}
+
+/// A policy whose calls that end on a failure return what a function of yours makes of the
+/// last result (Polly's fallback). Built by
+/// [`RetryLayerBuilder::on_exhausted`](super::RetryLayerBuilder::on_exhausted).
+#[derive(Clone, Copy)]
+pub struct Fallback<P, F> {
+    policy: P,
+    fallback: F,
+}
+
+impl<P, F> Fallback<P, F> {
+    /// `policy`, with `fallback` applied to the last result of a call that ends on a failure
+    /// (after `policy`'s own [`Policy::fallback`]).
+    pub const fn new(policy: P, fallback: F) -> Self {
+        Self { policy, fallback }
+    }
+
+    /// The wrapped policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+}
+
+impl<P: fmt::Debug, F> fmt::Debug for Fallback<P, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("policy", &self.policy)
+            .field("fallback", &std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl<Req, P: Replay<Req>, F> Replay<Req> for Fallback<P, F> {
+    type Request = P::Request;
+    type Stash = P::Stash;
+
+    #[inline]
+    fn prepare(&self, req: Req) -> (Self::Request, Option<Self::Stash>) {
+        self.policy.prepare(req)
+    }
+
+    #[inline]
+    fn replay(&self, stash: &mut Self::Stash) -> Option<Self::Request> {
+        self.policy.replay(stash)
+    }
+}
+
+impl<Req, Res, P, F> Policy<Req, Res> for Fallback<P, F>
+where
+    P: Policy<Req, Res>,
+    F: Fn(Result<Res, BoxError>) -> Result<Res, BoxError>,
+{
+    #[inline]
+    fn classify(&self, result: &Result<Res, BoxError>) -> Outcome {
+        self.policy.classify(result)
+    }
+
+    fn retry_after(&self, result: &Result<Res, BoxError>) -> Option<Duration> {
+        self.policy.retry_after(result)
+    }
+
+    fn reason<'a>(&self, result: &'a Result<Res, BoxError>) -> Reason<'a> {
+        self.policy.reason(result)
+    }
+
+    fn fallback(&self, last: Result<Res, BoxError>) -> Result<Res, BoxError> {
+        (self.fallback)(self.policy.fallback(last))
+    }
 }
 
 /// Retries any `Clone` request: the request is cloned before the first attempt and again for

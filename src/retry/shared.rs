@@ -43,6 +43,7 @@ pub(crate) static PLACEHOLDER: Core = Core {
         backoff: Backoff {
             initial: Duration::ZERO,
             multiplier: 1.0,
+            step: Duration::ZERO,
             max: Duration::ZERO,
             jitter: Jitter::None,
         },
@@ -57,6 +58,7 @@ pub(crate) static PLACEHOLDER: Core = Core {
         retries: AtomicU64::new(0),
         budget_rejections: AtomicU64::new(0),
         exhausted: AtomicU64::new(0),
+        succeeded_after_retry: AtomicU64::new(0),
     },
     seeds: SeedSource::new(0),
     on_retry: None,
