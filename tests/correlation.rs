@@ -790,7 +790,11 @@ fn extension_of<B>(res: &Response<B>) -> Option<&str> {
 #[tokio::test]
 async fn the_response_extensions_carry_the_same_id_as_the_echo_kept_or_generated() {
     let (_, inner) = recording();
-    let svc = CorrelationIdLayer::new().layer(inner);
+    let svc = CorrelationIdLayer::builder()
+        .response_extension(true)
+        .build()
+        .unwrap()
+        .layer(inner);
     let kept = svc
         .clone()
         .oneshot(request_with(
@@ -821,7 +825,12 @@ async fn an_outer_layer_reads_the_id_from_the_extensions_of_rejection_responses(
     };
     let svc = ServiceBuilder::new()
         .layer(outer)
-        .layer(CorrelationIdLayer::new())
+        .layer(
+            CorrelationIdLayer::builder()
+                .response_extension(true)
+                .build()
+                .unwrap(),
+        )
         .layer(RejectionResponseLayer::new())
         .service(service_fn(|_: Request<String>| async {
             Err::<Response<String>, BoxError>(BulkheadFull::new(None).into())
@@ -838,13 +847,9 @@ async fn an_outer_layer_reads_the_id_from_the_extensions_of_rejection_responses(
 }
 
 #[tokio::test]
-async fn the_response_extension_can_be_turned_off_and_the_echo_stays() {
+async fn the_response_extension_is_off_by_default_and_the_echo_stays() {
     let (_, inner) = recording();
-    let svc = CorrelationIdLayer::builder()
-        .response_extension(false)
-        .build()
-        .unwrap()
-        .layer(inner);
+    let svc = CorrelationIdLayer::new().layer(inner);
     let res = svc
         .oneshot(request_with(
             "x-correlation-id",
