@@ -82,6 +82,13 @@ impl fmt::Display for Event {
             }
             EventKind::CallPermitted => f.write_str("call permitted"),
             EventKind::CallFinished => f.write_str("call finished"),
+            EventKind::FailureRateExceeded {
+                failure_rate,
+                slow_call_rate,
+            } => write!(
+                f,
+                "failure rate {failure_rate:.3}, slow-call rate {slow_call_rate:.3}: a threshold was reached"
+            ),
         }
     }
 }
@@ -124,6 +131,16 @@ pub enum EventKind {
     /// its permit back (with [`call_events`](crate::bulkhead::BulkheadBuilder::call_events)
     /// on).
     CallFinished,
+    /// A circuit breaker's window reached its failure-rate or slow-call-rate threshold (the
+    /// rates of the window, `0.0..=1.0`): published before the trip's `StateChanged`, and in
+    /// [metrics-only](crate::circuit_breaker::Builder::metrics_only) mode the way to see what a
+    /// threshold would do (Resilience4j's `FailureRateExceeded` / `SlowCallRateExceeded`).
+    FailureRateExceeded {
+        /// The window's failure rate.
+        failure_rate: f64,
+        /// The window's slow-call rate.
+        slow_call_rate: f64,
+    },
 }
 
 /// The most events a channel keeps for its slowest subscriber: an [`EventBus`]'s capacity is

@@ -137,7 +137,10 @@ pub fn record_event(event: &Event) {
         EventKind::RetryBudgetExhausted => {
             ::metrics::counter!(RETRY_BUDGET_EXHAUSTED, labels).increment(1);
         }
-        EventKind::CallPermitted | EventKind::CallFinished => {}
+        // The state change that follows is what is exported.
+        EventKind::CallPermitted
+        | EventKind::CallFinished
+        | EventKind::FailureRateExceeded { .. } => {}
         EventKind::StateChanged { from, to, .. } => {
             ::metrics::gauge!(CIRCUIT_STATE, labels.iter()).set(state_value(to));
             let mut labels = labels;

@@ -153,3 +153,52 @@ async fn rate_limit_rejections_carry_the_exact_retry_after() {
         }
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_trip_says_which_rate_crossed_and_metrics_only_says_it_without_rejecting() {
+    for metrics_only in [false, true] {
+        let bus = EventBus::new(64);
+        let mut rx = bus.subscribe();
+        let layer = CircuitBreakerLayer::builder()
+            .failure_rate(0.5)
+            .count_window(4)
+            .minimum_calls(4)
+            .metrics_only(metrics_only)
+            .events(bus.source("payments"))
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|fail: bool| async move {
+            if fail {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }));
+        for fail in [false, true, false, true] {
+            let _ = svc.clone().oneshot(fail).await;
+        }
+        // Open (or, metrics only, would be): the next call is rejected only when enforced.
+        let next = svc.clone().oneshot(false).await;
+        assert_eq!(next.is_err(), !metrics_only);
+        let kinds: Vec<EventKind> = drain(&mut rx).iter().map(|e| e.kind().clone()).collect();
+        assert_eq!(
+            kinds[..2],
+            [
+                EventKind::FailureRateExceeded {
+                    failure_rate: 0.5,
+                    slow_call_rate: 0.0
+                },
+                EventKind::StateChanged {
+                    from: "CLOSED",
+                    to: "OPEN",
+                    open_for: kinds.get(1).and_then(|k| match k {
+                        EventKind::StateChanged { open_for, .. } => *open_for,
+                        _ => None,
+                    }),
+                },
+            ],
+            "metrics only: {metrics_only}"
+        );
+        assert_eq!(kinds.len(), if metrics_only { 2 } else { 3 }, "{kinds:?}");
+    }
+}

@@ -557,6 +557,19 @@ impl Core {
     /// Opens the breaker from the closed state `w`, remembering the window that tripped it.
     fn trip(&self, w: u64, tally: Tally) {
         let mut control = lock(&self.control);
+        if !same_phase(self.word.0.load(Ordering::Acquire), CLOSED, epoch_of(w)) {
+            return;
+        }
+        if let Some(bus) = &self.cfg.bus {
+            let rate = |n: u64| n as f64 / tally.calls.max(1) as f64;
+            bus.publish(
+                TARGET_LAYER,
+                EventKind::FailureRateExceeded {
+                    failure_rate: rate(tally.failures),
+                    slow_call_rate: rate(tally.slow),
+                },
+            );
+        }
         if self.transition_locked(&mut control, Some(w), OPEN) {
             control.tripped_on = Some(tally);
         }

@@ -2,10 +2,10 @@
 
 use super::duration::human_duration;
 use super::set;
+use crate::circuit_breaker::State;
 use crate::circuit_breaker::{Builder, CircuitBreakerLayer};
 use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
-use crate::circuit_breaker::State;
 use std::time::Duration;
 
 human_duration!(
@@ -91,7 +91,10 @@ pub struct CircuitBreakerConfig {
     pub adaptive_throttling: Option<f64>,
     /// How long half-open waits for its probes (`"0s"`: forever)
     /// ([`Builder::max_wait_in_half_open`]).
-    #[serde(skip_serializing_if = "Option::is_none", with = "human::half_open_wait")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "human::half_open_wait"
+    )]
     pub max_wait_in_half_open: Option<Duration>,
     /// After that wait, close instead of reopening ([`Builder::max_wait_in_half_open`]'s
     /// `then`).
