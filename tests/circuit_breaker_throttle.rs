@@ -152,3 +152,30 @@ fn adaptive_throttling_refuses_a_count_window_and_a_bad_k() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_only_throttling_counts_what_it_would_reject_and_rejects_nothing() {
+    let layer = CircuitBreakerLayer::builder()
+        .adaptive_throttling(2.0)
+        .minimum_calls(1)
+        .metrics_only(true)
+        .jitter_seed(3)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|()| async {
+        Err::<(), BoxError>("down".into())
+    }));
+    for _ in 0..300 {
+        advance(Duration::from_millis(3)).await;
+        let r = svc.ready().await.unwrap().call(()).await;
+        assert!(!matches!(&r, Err(e) if e.is::<CircuitOpen>()), "rejected");
+    }
+    let m = handle.metrics();
+    assert!(m.rejection_probability > 0.9, "{m:?}");
+    assert!(
+        m.rejections > 200,
+        "it would have rejected most calls: {m:?}"
+    );
+    assert_eq!(m.calls, 300);
+}

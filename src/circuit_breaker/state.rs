@@ -340,6 +340,13 @@ impl Core {
         if throttle.draw() >= throttle.probability() {
             return Ok(Admission::Closed(epoch_of(w)));
         }
+        if self.cfg.metrics_only {
+            // Let through, and recorded as the call it is: the throttle's window sees what
+            // an unthrottled client would send.
+            let local = self.counters.local();
+            local.cell.rejections.add(local.owner, 1);
+            return Ok(Admission::Closed(epoch_of(w)));
+        }
         Err(self.reject(None))
     }
 
