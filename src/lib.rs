@@ -100,6 +100,8 @@ pub mod health;
 mod leak;
 #[cfg(all(test, seawall_loom))]
 mod loom_models;
+#[cfg(any(feature = "circuit-breaker", feature = "retry", feature = "chaos"))]
+mod splitmix;
 #[cfg(any(
     feature = "circuit-breaker",
     feature = "bulkhead",

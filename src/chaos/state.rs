@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::faults::{Faults, Thresholds, ONE};
+use crate::splitmix::{mix, GAMMA};
 
 /// What one call gets: an optional delay, then an outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,17 +59,6 @@ pub(crate) struct Counters {
     pub(crate) statuses: AtomicU64,
     pub(crate) hangs: AtomicU64,
     pub(crate) disconnects: AtomicU64,
-}
-
-/// SplitMix64's increment (Steele, Lea and Flood, "Fast splittable pseudorandom number
-/// generators", 2014).
-const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// SplitMix64's output function.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl Shared {

@@ -30,6 +30,7 @@ use super::window::{CountWindow, Tally, TimeWindow};
 use crate::classify::Outcome;
 use crate::error::CircuitOpen;
 use crate::events::EventKind;
+use crate::splitmix::{mix, GAMMA};
 use crate::stripe::{self, CachePadded, Counter, Striped};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{lock, Mutex};
@@ -149,14 +150,11 @@ impl Throttle {
 
     /// A uniform draw in `[0, 1)`.
     fn draw(&self) -> f64 {
-        let mut z = self
+        let z = self
             .rng
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
+        (mix(z) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

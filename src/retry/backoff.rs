@@ -1,6 +1,7 @@
 //! Backoff delays and the four jitter strategies of the AWS Architecture Blog's
 //! ["Exponential Backoff And Jitter"](https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
 
+use crate::splitmix::{mix, GAMMA};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,9 +118,6 @@ pub(crate) struct SeedSource {
     next: AtomicU64,
 }
 
-/// The golden-ratio increment of SplitMix64.
-const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
 impl SeedSource {
     pub(crate) const fn new(seed: u64) -> Self {
         Self {
@@ -135,13 +133,6 @@ impl SeedSource {
             .wrapping_add(GAMMA);
         SmallRng::seed_from_u64(mix(z))
     }
-}
-
-/// SplitMix64's finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
