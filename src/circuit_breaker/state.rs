@@ -341,8 +341,7 @@ impl Core {
         if self.cfg.metrics_only {
             // Let through, and recorded as the call it is: the throttle's window sees what
             // an unthrottled client would send.
-            let local = self.counters.local();
-            local.cell.rejections.add(local.owner, 1);
+            self.count_rejection();
             return Ok(Admission::Closed(epoch_of(w)));
         }
         Err(self.reject(None))
@@ -373,10 +372,9 @@ impl Core {
                     }
                 }
                 OPEN => {
-                    let now = self.micros(Instant::now());
-                    let until = self.open_until.load(Ordering::Acquire);
-                    if now < until {
-                        return self.refuse(Some(Duration::from_micros(until - now)));
+                    let left = self.open_left();
+                    if !left.is_zero() {
+                        return self.refuse(Some(left));
                     }
                     self.transition(Some(w), HALF_OPEN);
                     w = self.word.0.load(Ordering::Acquire);
@@ -390,17 +388,26 @@ impl Core {
     /// untracked, counted as a rejection all the same.
     fn refuse(&self, retry_after: Option<Duration>) -> Result<Admission, CircuitOpen> {
         if self.cfg.metrics_only {
-            let local = self.counters.local();
-            local.cell.rejections.add(local.owner, 1);
+            self.count_rejection();
             tracing::debug!(target: TARGET, ?retry_after, "call let through: circuit open, metrics only");
             return Ok(Admission::Untracked);
         }
         Err(self.reject(retry_after))
     }
 
-    fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
+    fn count_rejection(&self) {
         let local = self.counters.local();
         local.cell.rejections.add(local.owner, 1);
+    }
+
+    /// How long an open breaker stays open from now (zero once its time is up).
+    fn open_left(&self) -> Duration {
+        let now = self.micros(Instant::now());
+        Duration::from_micros(self.open_until.load(Ordering::Acquire).saturating_sub(now))
+    }
+
+    fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
+        self.count_rejection();
         tracing::debug!(target: TARGET, ?retry_after, "call rejected: circuit open");
         if let Some(bus) = &self.cfg.bus {
             bus.publish(TARGET_LAYER, EventKind::Rejected { retry_after });
@@ -770,7 +777,7 @@ impl Core {
     pub(crate) fn state(&self) -> State {
         let w = self.word.0.load(Ordering::Acquire);
         match state_of(w) {
-            OPEN if self.micros(Instant::now()) >= self.open_until.load(Ordering::Acquire) => {
+            OPEN if self.open_left().is_zero() => {
                 self.transition(Some(w), HALF_OPEN);
             }
             HALF_OPEN => {
@@ -832,7 +839,7 @@ impl Core {
             CLOSED | DISABLED | HALF_OPEN => false,
             _ if self.cfg.metrics_only => false,
             FORCED_OPEN => true,
-            _ => self.micros(Instant::now()) < self.open_until.load(Ordering::Acquire),
+            _ => !self.open_left().is_zero(),
         }
     }
 
@@ -840,10 +847,7 @@ impl Core {
     #[cold]
     pub(crate) fn reject_now(&self) -> CircuitOpen {
         let w = self.word.0.load(Ordering::Acquire);
-        let retry_after = (state_of(w) == OPEN).then(|| {
-            let now = self.micros(Instant::now());
-            Duration::from_micros(self.open_until.load(Ordering::Acquire).saturating_sub(now))
-        });
+        let retry_after = (state_of(w) == OPEN).then(|| self.open_left());
         self.reject(retry_after)
     }
 
@@ -909,14 +913,7 @@ impl Core {
             (_, _) => tripped_on.unwrap_or_default(),
         };
         let rate = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-        let retry_after = if state_of(w) == OPEN {
-            let now = self.micros(Instant::now());
-            Some(Duration::from_micros(
-                self.open_until.load(Ordering::Acquire).saturating_sub(now),
-            ))
-        } else {
-            None
-        };
+        let retry_after = (state_of(w) == OPEN).then(|| self.open_left());
         Metrics {
             state: state_name(state_of(w)),
             calls,

@@ -237,8 +237,7 @@ impl TimeWindow {
                 }
             }
         }
-        tally.slow = tally.slow.min(tally.calls);
-        debug_assert!(tally.failures <= tally.calls);
+        debug_assert!(tally.failures <= tally.calls && tally.slow <= tally.calls);
         tally
     }
 }
